@@ -1,0 +1,3 @@
+from trace_edges.cli import main
+
+raise SystemExit(main())

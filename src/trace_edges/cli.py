@@ -1,0 +1,86 @@
+"""``trace-edges`` command line: one subcommand per workflow stage.
+
+Every Snakemake rule calls exactly one subcommand with explicit inputs, outputs and a
+``--params`` JSON block, so each stage also runs on its own without Snakemake. Errors the user
+can act on print one message (what, which file, how to fix) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from typing import Sequence
+
+from trace_edges import __version__
+from trace_edges.errors import TraceEdgesError
+from trace_edges.logs import setup_logging
+
+#: subcommand modules under trace_edges.commands, each with ``register(subparsers)``.
+COMMAND_MODULES = (
+    "download",
+    "prepare",
+    "edges",
+    "proposals",
+    "bgp",
+    "wps",
+    "score",
+    "report",
+)
+
+log = logging.getLogger("trace_edges")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trace-edges",
+        description="TRACE reproduction: data, edge sources, BGP grouping, AP/PQ/edge scoring, reports.",
+    )
+    parser.add_argument("--version", action="version", version=f"trace-edges {__version__}")
+    parser.add_argument("--log-level", default=os.environ.get("TRACE_EDGES_LOG_LEVEL", "INFO"),
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"trace_edges.commands.{name}").register(sub)
+    return parser
+
+
+def add_common(p: argparse.ArgumentParser, *, threads: bool = True, params: bool = True) -> None:
+    """Options shared by stage subcommands."""
+    if params:
+        p.add_argument("--params", metavar="JSON",
+                       help="the stage's config block as JSON (defaults from the schema fill the rest)")
+        p.add_argument("--config", metavar="YAML",
+                       help="take the stage's block from this config file instead of --params")
+    if threads:
+        p.add_argument("--threads", type=int, default=1, help="CPU threads / worker processes (default 1)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    threads = getattr(args, "threads", None)
+    if threads:
+        try:
+            import torch
+
+            torch.set_num_threads(max(1, threads))
+        except ImportError:  # pragma: no cover - torch is a hard dependency
+            pass
+    try:
+        args.func(args)
+    except TraceEdgesError as exc:
+        print(f"trace-edges {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"trace-edges {args.command}: interrupted; finished items are kept, rerun to resume",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

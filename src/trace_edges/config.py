@@ -1,0 +1,115 @@
+"""Configuration: YAML + JSON-schema validation with defaults.
+
+The same schema file (``schemas/config.schema.yaml``) is used by the Snakefile through
+``snakemake.utils.validate`` and here, for running any stage without Snakemake. Stage blocks are
+validated on their own against the schema's ``$defs`` when a CLI subcommand receives them as
+``--params JSON``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import jsonschema
+import yaml
+from jsonschema import Draft202012Validator, validators
+
+from trace_edges.errors import ConfigError
+
+SCHEMA_PATH = Path(__file__).with_name("schemas") / "config.schema.yaml"
+
+
+def _load_schema() -> dict[str, Any]:
+    with open(SCHEMA_PATH, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def _extend_with_default(validator_class):
+    """A validator that fills in ``default`` values (the jsonschema FAQ recipe, as Snakemake does)."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for prop, subschema in properties.items():
+                if "default" in subschema and prop not in instance:
+                    instance[prop] = copy.deepcopy(subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return validators.extend(validator_class, {"properties": set_defaults})
+
+
+_DefaultValidator = _extend_with_default(Draft202012Validator)
+
+
+def _format_error(err: jsonschema.ValidationError, where: str) -> str:
+    loc = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+    return f"{where}: invalid value at `{loc}`: {err.message}"
+
+
+def validate(config: Mapping[str, Any], *, block: str | None = None,
+             where: str = "config") -> dict[str, Any]:
+    """Validate (a copy of) ``config`` and return it with every default filled in.
+
+    With ``block`` the mapping is one stage block (e.g. ``"bgp"``) checked against ``$defs``.
+    """
+    schema = _load_schema()
+    if block is not None:
+        if block not in schema["$defs"]:
+            raise ConfigError(f"unknown config block {block!r}")
+        sub = dict(schema["$defs"][block])
+        sub["$defs"] = schema["$defs"]
+        schema = sub
+    data = copy.deepcopy(dict(config))
+    # Two passes: defaults of objects created by the first pass are filled by the second.
+    for _ in range(2):
+        errors = sorted(_DefaultValidator(schema).iter_errors(data), key=lambda e: list(e.absolute_path))
+        if errors:
+            msg = "\n".join(_format_error(e, where) for e in errors[:10])
+            raise ConfigError(msg, fix="see src/trace_edges/schemas/config.schema.yaml for every key, "
+                                       "its type, allowed values and default")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Load a YAML config (``None`` = pure defaults), apply ``overrides``, validate."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError("config file not found", path=path,
+                              fix="pass --config config.yaml (the embedded default) or a preset from presets/")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"not valid YAML ({exc})", path=path) from exc
+        if not isinstance(raw, dict):
+            raise ConfigError("top level must be a mapping", path=path)
+    if overrides:
+        raw = deep_merge(raw, overrides)
+    return validate(raw, where=str(path) if path else "config")
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(dict(base))
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def parse_params(text: str | None, block: str) -> dict[str, Any]:
+    """Parse and validate a ``--params JSON`` block passed by a Snakemake rule."""
+    if text is None:
+        return validate({}, block=block, where=f"--params ({block})")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--params is not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError("--params must be a JSON object")
+    return validate(data, block=block, where=f"--params ({block})")

@@ -1,0 +1,1 @@
+"""Datasets: download (paper preset), verification, preparation and image loading."""

@@ -1,0 +1,118 @@
+"""Provenance records: which code, config, inputs and models produced an artifact.
+
+Records are deterministic (no timestamps, no host names), so the same inputs and config give
+byte-identical artifacts; run-time facts (wall time, memory) live in logs and benchmarks.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import subprocess
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import trace_edges
+from trace_edges.io import sha256_file, sha256_json
+
+PACKAGE_DIR = Path(trace_edges.__file__).resolve().parent
+
+#: package modules (relative to ``src/trace_edges``) whose code each stage depends on.
+#: One source of truth: the Snakemake rules declare these files as inputs (so editing a
+#: module reruns exactly the stages that use it) and the per-item caches key on their digest.
+STAGE_CODE: dict[str, tuple[str, ...]] = {
+    "prepare": ("data", "io.py", "provenance.py", "errors.py", "config.py"),
+    "download": ("data/download.py", "io.py", "errors.py"),
+    "edges": ("edges", "data/images.py", "io.py", "provenance.py", "cache.py"),
+    "proposals": ("proposals", "masks.py", "data/images.py", "io.py", "provenance.py", "cache.py"),
+    "bgp": ("bgp", "masks.py", "edges/store.py", "io.py", "provenance.py", "cache.py"),
+    "wps": ("bgp", "masks.py", "panoptic_io.py", "edges/store.py", "io.py", "provenance.py", "cache.py"),
+    "score": ("metrics", "masks.py", "panoptic_io.py", "edges/store.py", "io.py", "provenance.py"),
+    "report": ("report", "io.py"),
+}
+
+_TRACKED_PACKAGES = (
+    "numpy", "scipy", "scikit-image", "pillow", "opencv-python-headless", "pycocotools",
+    "pyedgeeval", "torch", "diffusers", "transformers", "peft", "snakemake", "dvc",
+)
+
+
+def stage_sources(stage: str) -> list[Path]:
+    """Absolute paths of the package source files a stage depends on (sorted)."""
+    files: set[Path] = set()
+    for rel in STAGE_CODE[stage]:
+        p = PACKAGE_DIR / rel
+        if p.is_dir():
+            files.update(q for q in p.rglob("*.py"))
+        elif p.exists():
+            files.add(p)
+    return sorted(files)
+
+
+@functools.lru_cache(maxsize=None)
+def code_digest(stage: str) -> str:
+    """sha256 over the source files of ``stage`` (path + content): changes iff its code changes."""
+    h = hashlib.sha256()
+    for p in stage_sources(stage):
+        h.update(str(p.relative_to(PACKAGE_DIR)).encode())
+        h.update(b"\0")
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def git_describe() -> str | None:
+    """``git describe --always --dirty`` of the checkout holding the package, if any."""
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
+            cwd=PACKAGE_DIR, capture_output=True, text=True, timeout=10, check=True,
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in _TRACKED_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def record(
+    stage: str,
+    *,
+    params: Mapping[str, Any] | None = None,
+    inputs: Iterable[str | Path] = (),
+    model: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The provenance block stored in every manifest / artifact sidecar.
+
+    ``inputs`` are hashed (sha256) so the record pins exactly which bytes were read.
+    """
+    rec: dict[str, Any] = {
+        "stage": stage,
+        "trace_edges_version": trace_edges.__version__,
+        "git": git_describe(),
+        "code_digest": code_digest(stage),
+        "params": dict(params or {}),
+        "inputs": {str(p): sha256_file(p) for p in inputs},
+        "packages": package_versions(),
+    }
+    if model is not None:
+        rec["model"] = dict(model)
+    if extra:
+        rec.update(extra)
+    return rec
+
+
+def item_key(stage: str, params: Mapping[str, Any], *parts: Any) -> str:
+    """Cache key of one per-item result: stage code + params + whatever identifies the inputs."""
+    return sha256_json({"code": code_digest(stage), "params": params, "parts": list(parts)})
