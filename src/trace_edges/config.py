@@ -9,6 +9,7 @@ validated on their own against the schema's ``$defs`` when a CLI subcommand rece
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from pathlib import Path
 from typing import Any, Mapping
@@ -22,9 +23,14 @@ from trace_edges.errors import ConfigError
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "config.schema.yaml"
 
 
-def _load_schema() -> dict[str, Any]:
+@functools.lru_cache(maxsize=1)
+def _schema_cached() -> dict[str, Any]:
     with open(SCHEMA_PATH, encoding="utf-8") as fh:
         return yaml.safe_load(fh)
+
+
+def _load_schema() -> dict[str, Any]:
+    return copy.deepcopy(_schema_cached())
 
 
 def _extend_with_default(validator_class):

@@ -23,13 +23,17 @@ PACKAGE_DIR = Path(trace_edges.__file__).resolve().parent
 #: module reruns exactly the stages that use it) and the per-item caches key on their digest.
 STAGE_CODE: dict[str, tuple[str, ...]] = {
     "prepare": ("data", "io.py", "provenance.py", "errors.py", "config.py"),
-    "download": ("data/download.py", "io.py", "errors.py"),
-    "edges": ("edges", "data/images.py", "io.py", "provenance.py", "cache.py"),
-    "proposals": ("proposals", "masks.py", "data/images.py", "io.py", "provenance.py", "cache.py"),
-    "bgp": ("bgp", "masks.py", "edges/store.py", "io.py", "provenance.py", "cache.py"),
-    "wps": ("bgp", "masks.py", "panoptic_io.py", "edges/store.py", "io.py", "provenance.py", "cache.py"),
-    "score": ("metrics", "masks.py", "panoptic_io.py", "edges/store.py", "io.py", "provenance.py"),
-    "report": ("report", "io.py"),
+    "download": ("data/download.py", "data/coco_urls.py", "io.py", "errors.py"),
+    "edges": ("edges", "stages", "data/images.py", "data/coco.py", "io.py", "provenance.py", "cache.py"),
+    "proposals": ("proposals", "stages", "masks.py", "data/images.py", "data/coco.py", "io.py", "provenance.py",
+                  "cache.py"),
+    "bgp": ("bgp", "stages", "masks.py", "edges/store.py", "data/images.py", "data/coco.py", "io.py",
+            "provenance.py", "cache.py"),
+    "wps": ("bgp", "stages", "masks.py", "panoptic_io.py", "edges/store.py", "data/images.py", "data/coco.py",
+            "io.py", "provenance.py", "cache.py"),
+    "score": ("metrics", "stages", "masks.py", "panoptic_io.py", "edges/store.py", "data/images.py",
+              "data/coco.py", "io.py", "provenance.py"),
+    "report": ("report", "edges/store.py", "data/images.py", "data/coco.py", "masks.py", "io.py"),
 }
 
 _TRACKED_PACKAGES = (

@@ -1,0 +1,62 @@
+# Grouping with edges: BGP for UIS, pseudo-panoptic labels for WPS.
+
+
+rule bgp:
+    """Refine the base proposals with one edge source: split -> propagate -> merge (paper §3.5)."""
+    input:
+        manifest=f"{R}/data/manifest.json",
+        proposals=f"{R}/proposals/{PROPOSALS}/proposals.json",
+        edges=f"{R}/edges/{{source}}/manifest.json",
+        code=code("bgp"),
+    output:
+        f"{R}/bgp/{PROPOSALS}/{{source}}/instances.json",
+    params:
+        bgp=as_json(config["bgp"]),
+        edges_dir=lambda w: f"{R}/edges/{w.source}",
+    wildcard_constraints:
+        source="|".join(EDGE_SOURCES),
+    log:
+        f"{LOGS}/bgp/{PROPOSALS}/{{source}}.log",
+    benchmark:
+        f"{BENCH}/bgp/{PROPOSALS}/{{source}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        ENV
+    shell:
+        "{TE} bgp --params '{params.bgp}' --manifest {input.manifest} --proposals {input.proposals} "
+        "--edges {params.edges_dir} --out {output} --threads {threads} > {log} 2>&1"
+
+
+def _wps_edges(wildcards):
+    return [] if wildcards.source == "none" else [f"{R}/edges/{wildcards.source}/manifest.json"]
+
+
+rule wps:
+    """Pseudo-panoptic labels (PNG + JSON) from the semantic source plus one edge source ('none' = no edges)."""
+    input:
+        manifest=f"{R}/data/manifest.json",
+        edges=_wps_edges,
+        code=code("wps"),
+    output:
+        f"{R}/wps/{{source}}/panoptic.json",
+    params:
+        wps=as_json(config["wps"]),
+        edges_arg=lambda w: "" if w.source == "none" else f"--edges {R}/edges/{w.source}",
+    wildcard_constraints:
+        source="|".join(UIS_SOURCES),
+    log:
+        f"{LOGS}/wps/{{source}}.log",
+    benchmark:
+        f"{BENCH}/wps/{{source}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=60,
+    conda:
+        ENV
+    shell:
+        "{TE} wps --params '{params.wps}' --manifest {input.manifest} {params.edges_arg} --out {output} "
+        "--threads {threads} > {log} 2>&1"

@@ -1,0 +1,86 @@
+# Scoring: UIS mask AP/AR (pycocotools), WPS PQ (COCO panoptic API semantics), edges ODS/OIS/clDice.
+
+
+def uis_results_path(source):
+    """The instance results scored for an edge source ('none' = the base proposals themselves)."""
+    if source == "none":
+        return f"{R}/proposals/{PROPOSALS}/proposals.json"
+    return f"{R}/bgp/{PROPOSALS}/{source}/instances.json"
+
+
+rule score_uis:
+    """Class-agnostic mask AP/AR of the proposals ('none') or of their BGP refinement with one source."""
+    input:
+        manifest=f"{R}/data/manifest.json",
+        results=lambda w: uis_results_path(w.source),
+        code=code("score"),
+    output:
+        f"{R}/metrics/uis/{{source}}.json",
+    wildcard_constraints:
+        source="|".join(UIS_SOURCES),
+    log:
+        f"{LOGS}/score/uis_{{source}}.log",
+    benchmark:
+        f"{BENCH}/score/uis_{{source}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    conda:
+        ENV
+    shell:
+        "{TE} score-uis --manifest {input.manifest} --results {input.results} --label {wildcards.source} "
+        "--out {output} > {log} 2>&1"
+
+
+rule score_wps:
+    """PQ/SQ/RQ (All/Things/Stuff, per class) of the pseudo-panoptic labels."""
+    input:
+        manifest=f"{R}/data/manifest.json",
+        pred=f"{R}/wps/{{source}}/panoptic.json",
+        code=code("score"),
+    output:
+        f"{R}/metrics/wps/{{source}}.json",
+    wildcard_constraints:
+        source="|".join(UIS_SOURCES),
+    log:
+        f"{LOGS}/score/wps_{{source}}.log",
+    benchmark:
+        f"{BENCH}/score/wps_{{source}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    conda:
+        ENV
+    shell:
+        "{TE} score-wps --manifest {input.manifest} --pred {input.pred} --label {wildcards.source} "
+        "--out {output} --threads {threads} > {log} 2>&1"
+
+
+rule score_edges:
+    """ODS/OIS (BSDS protocol, pyEdgeEval) and clDice of one edge source against the instance-edge GT."""
+    input:
+        manifest=f"{R}/data/manifest.json",
+        edges=f"{R}/edges/{{source}}/manifest.json",
+        code=code("score"),
+    output:
+        f"{R}/metrics/edges/{{source}}.json",
+    params:
+        score=as_json(config["score"]),
+        edges_dir=lambda w: f"{R}/edges/{w.source}",
+    wildcard_constraints:
+        source="|".join(EDGE_SOURCES),
+    log:
+        f"{LOGS}/score/edges_{{source}}.log",
+    benchmark:
+        f"{BENCH}/score/edges_{{source}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=3000,
+        runtime=60,
+    conda:
+        ENV
+    shell:
+        "{TE} score-edges --params '{params.score}' --manifest {input.manifest} --edges {params.edges_dir} "
+        "--out {output} --threads {threads} > {log} 2>&1"

@@ -1,0 +1,1 @@
+"""The training-free TRACE teacher: self-attention capture, IEP and ABDiv."""

@@ -1,0 +1,227 @@
+"""ODS / OIS / AP / clDice: agreement with pyEdgeEval's own path, sanity cases, clDice by hand."""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+
+from trace_edges.data.edge_gt import edge_gt_from_panoptic, load_edge_gts
+from trace_edges.data.images import load_rgb
+from trace_edges.edges import get_edge_source
+from trace_edges.errors import DataError
+from trace_edges.metrics import edges as me
+from trace_edges.metrics.edges import cldice, evaluate_edges, image_counts, threshold_grid
+
+IMAGE_ID = 397133
+BOX = (slice(150, 230), slice(250, 370))  # an 80 x 120 crop with several instance boundaries
+
+
+@pytest.fixture(scope="module")
+def real_crop(coco_mini):
+    ann = coco_mini / "annotations"
+    gt = load_edge_gts(ann / "panoptic_mini.json", ann / "panoptic_mini", image_ids=[IMAGE_ID])[IMAGE_ID]
+    rgb = load_rgb(coco_mini / "images" / f"{IMAGE_ID:012d}.jpg")
+    sobel = get_edge_source("sobel").compute(rgb)
+    canny = get_edge_source("canny").compute(rgb)
+    return {"gt": gt[BOX], "sobel": sobel[BOX], "canny": canny[BOX], "rgb": rgb[BOX]}
+
+
+def lines_gt(h: int = 120, w: int = 160) -> np.ndarray:
+    """Straight 1-px lines (thinning leaves them unchanged)."""
+    g = np.zeros((h, w), bool)
+    g[30, 10:150] = True
+    g[80, 20:140] = True
+    g[10:110, 60] = True
+    g[40:70, 120] = True
+    return g
+
+
+# ------------------------------------------------------------------ agreement with pyEdgeEval
+def test_matcher_is_seeded_and_deterministic(real_crop):
+    assert me.matcher_is_seeded()
+    pred = real_crop["sobel"] >= 0.05
+    a = me.correspond_pixels(pred, real_crop["gt"], 0.0075)
+    b = me.correspond_pixels(pred, real_crop["gt"], 0.0075)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+
+
+@pytest.mark.parametrize("case", ["sobel", "canny", "zero", "no_gt"])
+@pytest.mark.parametrize("thinning", [True, False])
+def test_image_counts_equal_pyedgeeval_path(real_crop, monkeypatch, case, thinning):
+    """Our per-image loop (shared thresholds, empty-map shortcut) == pyEdgeEval's
+    evaluate_boundaries_threshold, both with the seeded matcher."""
+    ebt = importlib.import_module("pyEdgeEval.common.binary_label.evaluate_boundaries")
+    monkeypatch.setattr(ebt, "correspond_pixels",
+                        lambda p, g, max_dist: me.correspond_pixels(p, g, max_dist))
+    pred = {"sobel": real_crop["sobel"], "canny": real_crop["canny"],
+            "zero": np.zeros_like(real_crop["sobel"]), "no_gt": real_crop["sobel"]}[case]
+    gt = np.zeros_like(real_crop["gt"]) if case == "no_gt" else real_crop["gt"]
+    thr = threshold_grid(17)
+    ours = image_counts(pred, gt, 17, max_dist=0.0075, apply_thinning=thinning)
+    ref = ebt.evaluate_boundaries_threshold(thr, pred.astype(np.float64), gt, max_dist=0.0075,
+                                            apply_thinning=thinning)
+    for a, b in zip(ours, ref):
+        assert np.array_equal(a, b)
+
+
+def test_thresholds_are_pyedgeeval_grid():
+    assert np.allclose(threshold_grid(99), np.arange(1, 100) / 100)
+    assert np.allclose(threshold_grid(33), np.arange(1, 34) / 34)
+
+
+# ------------------------------------------------------------------------------ sanity cases
+def test_perfect_prediction():
+    g = lines_gt()
+    r = evaluate_edges({1: g.astype(np.float32)}, {1: g})
+    assert r["ODS"] == 1.0 and r["OIS"] == 1.0 and r["clDice"] == 1.0
+    assert r["ODS_precision"] == 1.0 and r["ODS_recall"] == 1.0
+
+
+def test_perfect_panoptic_prediction_without_thinning():
+    ids = np.ones((60, 80), int)
+    ids[10:40, 15:50] = 2
+    ids[25:55, 40:75] = 3
+    ids[:, 70:] = 0
+    g = edge_gt_from_panoptic(ids)
+    r = evaluate_edges({1: g.astype(np.float32)}, {1: g}, apply_thinning=False)
+    assert r["ODS"] == 1.0 and r["OIS"] == 1.0 and r["clDice"] == 1.0
+
+
+def test_thinning_removes_staircase_corners_of_the_gt():
+    """The GT's right/lower rule makes 4-connected boundaries; thinning the *prediction* (BSDS
+    protocol) deletes their corner pixels, so GT-as-prediction loses recall (see docs/edges.md)."""
+    ids = np.ones((60, 80), int)
+    ids[10:40, 15:50] = 2
+    g = edge_gt_from_panoptic(ids)
+    r = evaluate_edges({1: g.astype(np.float32)}, {1: g})
+    assert r["ODS_precision"] == 1.0 and r["ODS_recall"] < 1.0
+    assert r["clDice"] == 1.0
+
+
+def test_shift_within_and_beyond_tolerance():
+    g = lines_gt()  # diagonal 200 px -> max_dist 0.0075 = 1.5 px
+    one = np.roll(g, (1, 1), axis=(0, 1))
+    far = np.roll(g, (4, 4), axis=(0, 1))
+    r1 = evaluate_edges({1: one.astype(np.float32)}, {1: g})
+    r4 = evaluate_edges({1: far.astype(np.float32)}, {1: g})
+    assert r1["ODS"] > 0.98
+    assert r4["ODS"] < 0.1
+    # a larger tolerance accepts the far shift again
+    assert evaluate_edges({1: far.astype(np.float32)}, {1: g}, max_dist=0.03)["ODS"] > 0.98
+
+
+def test_all_zero_prediction():
+    g = lines_gt()
+    r = evaluate_edges({1: np.zeros(g.shape, np.float32), 2: np.zeros(g.shape, np.float32)},
+                       {1: g, 2: g})
+    assert r["ODS"] == 0.0 and r["OIS"] == 0.0 and r["AP"] == 0.0
+    assert r["clDice"] == 0.0 and r["clDice_images"] == 2
+
+
+def test_image_without_gt_edges():
+    g = lines_gt()
+    empty = np.zeros_like(g)
+    r = evaluate_edges({1: g.astype(np.float32), 2: np.zeros(g.shape, np.float32)}, {1: g, 2: empty})
+    assert r["ODS"] == 1.0  # nothing predicted, nothing expected: no counts
+    assert r["clDice_images"] == 1  # image 2 skipped for clDice
+    assert r["per_image"][1]["clDice"] is None
+    # false positives on an image without GT cost precision
+    r2 = evaluate_edges({1: g.astype(np.float32), 2: g.astype(np.float32)}, {1: g, 2: empty})
+    assert r2["ODS_precision"] == pytest.approx(0.5) and r2["per_image"][1]["clDice"] == 0.0
+
+
+def test_ranking_and_result_layout(real_crop):
+    gts = {1: real_crop["gt"]}
+    rs = evaluate_edges({1: real_crop["sobel"]}, gts, thresholds=9)
+    rr = evaluate_edges({1: np.random.default_rng(0).random(real_crop["gt"].shape)}, gts,
+                        thresholds=9)
+    assert rs["ODS"] > rr["ODS"]
+    assert 0 < rs["ODS"] <= 1 and 0 < rs["OIS"] <= 1
+    best_grid_f1 = max(row["f1"] for row in rs["curve"])
+    assert rs["OIS"] == pytest.approx(best_grid_f1)  # one image: OIS = best F1 on the grid
+    assert rs["ODS"] >= best_grid_f1  # ODS interpolates between grid thresholds
+    keys = {"ODS", "OIS", "ODS_threshold", "ODS_precision", "ODS_recall", "AP", "clDice",
+            "per_image", "curve", "protocol"}
+    assert keys <= set(rs)
+    assert len(rs["curve"]) == 9 and rs["protocol"]["matcher_seed"] == me.MATCHER_SEED
+    row = rs["per_image"][0]
+    assert row["image_id"] == 1 and {"OIS_f1", "clDice", "Tprec", "Tsens"} <= set(row)
+
+
+def test_input_errors():
+    g = lines_gt()
+    with pytest.raises(DataError, match="no predicted edge map"):
+        evaluate_edges({}, {5: g})
+    with pytest.raises(DataError, match="shape"):
+        evaluate_edges({5: np.zeros((3, 3))}, {5: g})
+    with pytest.raises(DataError, match=r"\[0, 1\]"):
+        evaluate_edges({5: g * 2.0}, {5: g})
+
+
+def test_threads_identical(real_crop):
+    rng = np.random.default_rng(1)
+    gts = {1: real_crop["gt"], 2: real_crop["gt"][::-1].copy(), 3: real_crop["gt"][:, ::-1].copy()}
+    preds = {1: real_crop["sobel"], 2: real_crop["sobel"][::-1].copy(),
+             3: np.clip(real_crop["sobel"] + 0.05 * rng.random(real_crop["gt"].shape), 0, 1)}
+    a = evaluate_edges(preds, gts, thresholds=9, threads=1)
+    b = evaluate_edges(preds, gts, thresholds=9, threads=2)
+    assert a == b
+
+
+def test_edgeset_and_lazy_gt_as_inputs(real_crop, tmp_path):
+    from trace_edges.edges.store import EdgeSet, save_edge_map, write_manifest
+
+    maps = {7: real_crop["sobel"], 8: real_crop["sobel"][::-1].copy()}
+    gts = {7: real_crop["gt"], 8: real_crop["gt"][::-1].copy()}
+    for i, e in maps.items():
+        save_edge_map(tmp_path / f"{i}.png", e)
+    write_manifest(tmp_path, "sobel", {i: f"{i}.png" for i in maps}, {})
+    es = EdgeSet(tmp_path)
+    got = evaluate_edges(es, gts, thresholds=5)
+    want = evaluate_edges({i: es.load(i) for i in maps}, gts, thresholds=5)
+    assert got == want
+    with pytest.raises(DataError, match="no predicted edge map"):
+        evaluate_edges(es, {**gts, 9: gts[7]}, thresholds=5)
+
+
+# ------------------------------------------------------------------------------------ clDice
+def naive_cldice(s_p: set, v_p: set, s_l: set, v_l: set) -> float:
+    tprec = len(s_p & v_l) / len(s_p)
+    tsens = len(s_l & v_p) / len(s_l)
+    return 2 * tprec * tsens / (tprec + tsens)
+
+
+def test_cldice_by_hand():
+    h, w = 11, 20
+    L = np.zeros((h, w), bool)
+    L[5, 2:13] = True  # 11 px
+    P = np.zeros((h, w), bool)
+    P[5, 6:17] = True  # 11 px, overlapping L on columns 6..12 (7 px)
+    from skimage.morphology import skeletonize
+    assert np.array_equal(skeletonize(L), L) and np.array_equal(skeletonize(P), P)
+    s_l = {(5, c) for c in range(2, 13)}
+    s_p = {(5, c) for c in range(6, 17)}
+    # tolerance 0: V_L = L
+    got = cldice(P, L, tolerance_px=0)
+    assert got["Tprec"] == pytest.approx(7 / 11) and got["Tsens"] == pytest.approx(7 / 11)
+    assert got["clDice"] == pytest.approx(naive_cldice(s_p, s_p, s_l, s_l)) == pytest.approx(7 / 11)
+    # tolerance 1: disk(1) is the plus shape; V_L gains rows 4 and 6 and the end pixels (5,1), (5,13)
+    v_l = s_l | {(r, c) for r in (4, 6) for c in range(2, 13)} | {(5, 1), (5, 13)}
+    got = cldice(P, L, tolerance_px=1)
+    assert got["Tprec"] == pytest.approx(8 / 11) and got["Tsens"] == pytest.approx(7 / 11)
+    assert got["clDice"] == pytest.approx(naive_cldice(s_p, s_p, s_l, v_l)) == pytest.approx(112 / 165)
+    # V_P is the prediction itself: a parallel prediction one row off has no sensitivity
+    P2 = np.roll(L, 1, axis=0)
+    got = cldice(P2, L, tolerance_px=1)
+    assert got["Tprec"] == 1.0 and got["Tsens"] == 0.0 and got["clDice"] == 0.0
+
+
+def test_cldice_empty_cases():
+    z = np.zeros((8, 8), bool)
+    L = z.copy()
+    L[4, 1:7] = True
+    assert cldice(z, z)["clDice"] is None
+    assert cldice(z, L) == {"clDice": 0.0, "Tprec": None, "Tsens": 0.0}
+    assert cldice(L, z) == {"clDice": 0.0, "Tprec": 0.0, "Tsens": None}
