@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "wps",
     "score",
     "report",
+    "pull",
 )
 
 log = logging.getLogger("trace_edges")
