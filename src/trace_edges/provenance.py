@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.metadata
+import json
 import subprocess
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -106,8 +107,9 @@ def record(
         "trace_edges_version": trace_edges.__version__,
         "git": git_describe(),
         "code_digest": code_digest(stage),
-        "params": dict(params or {}),
-        "inputs": {str(p): sha256_file(p) for p in inputs},
+        # canonical key order: the same params give the same bytes however they were passed
+        "params": json.loads(json.dumps(dict(params or {}), sort_keys=True, default=str)),
+        "inputs": {_display_path(p): sha256_file(p) for p in inputs},
         "packages": package_versions(),
     }
     if model is not None:
@@ -115,6 +117,18 @@ def record(
     if extra:
         rec.update(extra)
     return rec
+
+
+def _display_path(p: str | Path) -> str:
+    """Paths inside the working directory are recorded relative to it, so a record does not
+    depend on where the project was cloned or how a stage was invoked."""
+    path = Path(p)
+    if path.is_absolute():
+        try:
+            return str(path.relative_to(Path.cwd()))
+        except ValueError:
+            return str(path)
+    return str(path)
 
 
 def item_key(stage: str, params: Mapping[str, Any], *parts: Any) -> str:

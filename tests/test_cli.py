@@ -1,0 +1,48 @@
+"""The CLI: every stage is a subcommand; user errors exit 2 with one clear message, no traceback."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from trace_edges.cli import build_parser, main
+
+
+def test_every_stage_has_a_subcommand():
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert {"download-coco", "prepare", "edges", "proposals", "bgp", "wps", "score-uis", "score-wps",
+            "score-edges", "report-tables", "report-figure", "pull"} <= set(sub.choices)
+
+
+def test_bad_params_exit_2_with_location(capsys, tmp_path):
+    code = main(["bgp", "--params", json.dumps({"merge": {"iou": 7}}), "--manifest", str(tmp_path / "m.json"),
+                 "--proposals", "p.json", "--edges", "e", "--out", str(tmp_path / "o.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--params (bgp)" in err and "merge.iou" in err and "Traceback" not in err
+
+
+def test_missing_manifest_names_the_file(capsys, tmp_path):
+    code = main(["edges", "--source", "sobel", "--manifest", str(tmp_path / "nope.json"),
+                 "--out-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "nope.json" in err and "fix:" in err
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_unknown_edge_source_is_a_config_error(capsys, tmp_path, coco_mini):
+    from trace_edges.config import validate
+    from trace_edges.data.coco import prepare
+
+    cfg = validate({"data": {"root": str(coco_mini), "max_images": 1}})
+    prepare(cfg["data"], cfg["edge_gt"], tmp_path / "data")
+    code = main(["edges", "--source", "laplace", "--manifest", str(tmp_path / "data/manifest.json"),
+                 "--out-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "laplace" in err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as ei:
+        main(["--version"])
+    assert ei.value.code == 0 and "trace-edges" in capsys.readouterr().out

@@ -1,0 +1,177 @@
+"""End to end: the embedded workflow in a temporary copy of the project, as a reviewer runs it.
+
+One real `snakemake --cores 2` run (a few minutes on 2 cores) feeds every test in this module:
+outputs exist and make sense, a second invocation does nothing, stages are deterministic, the
+DVC reviewer flow (push -> fresh clone -> trace-edges pull -> nothing to do) holds, and the
+paper preset's dry run lists every stage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["TRACE_EDGES_NO_PROGRESS"] = "1"
+    env["PATH"] = str(Path(PY).parent) + os.pathsep + env.get("PATH", "")
+    env.setdefault("GIT_AUTHOR_NAME", "test")
+    env.setdefault("GIT_AUTHOR_EMAIL", "test@example.invalid")
+    env.setdefault("GIT_COMMITTER_NAME", "test")
+    env.setdefault("GIT_COMMITTER_EMAIL", "test@example.invalid")
+    return env
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = _env()
+    if (cwd / "src" / "trace_edges").is_dir():  # run the copy's own code, as the rules do
+        env["PYTHONPATH"] = str(cwd / "src")
+    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and res.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}")
+    return res
+
+
+def snakemake(args: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
+    return run([PY, "-m", "snakemake", *args], cwd, **kw)
+
+
+def _project_files() -> list[str]:
+    """What a fresh clone holds: tracked + untracked-not-ignored files (so uncommitted work counts)."""
+    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+                         cwd=ROOT, capture_output=True, check=True).stdout.decode()
+    return [f for f in out.split("\0") if f and (ROOT / f).is_file()]
+
+
+def _digest_tree(base: Path, skip=("logs", "benchmarks")) -> dict[str, str]:
+    out = {}
+    for p in sorted(base.rglob("*")):
+        rel = p.relative_to(base)
+        if p.is_file() and rel.parts[0] not in skip:
+            out[str(rel)] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """A git repo holding a copy of the project, after one full embedded run."""
+    wd = tmp_path_factory.mktemp("project")
+    for rel in _project_files():
+        dst = wd / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, dst)
+    run(["git", "init", "-q"], wd)
+    run(["git", "add", "-A"], wd)
+    run(["git", "commit", "-qm", "snapshot"], wd)
+    snakemake(["--cores", "2"], wd, timeout=1800)
+    return wd
+
+
+R = Path("results/embedded")
+
+
+def test_outputs_exist_and_are_sane(workdir):
+    tables = workdir / R / "tables"
+    summary = json.loads((tables / "summary.json").read_text())
+    assert set(summary) == {"none", "sobel", "canny"}
+    for src, row in summary.items():
+        for key in ("AP", "AP50", "AR100", "PQ", "SQ", "RQ"):
+            assert row[key] is not None and 0.0 <= row[key] <= 1.0, (src, key)
+    # oracle semantics: the connectivity-only baseline already recovers most of the panoptic GT
+    assert summary["none"]["PQ"] > 0.5
+    for src in ("sobel", "canny"):
+        assert 0.05 < summary[src]["ODS"] < 0.99 and 0.0 < summary[src]["clDice"] <= 1.0
+    assert summary["none"]["ODS"] is None
+    md = (tables / "results.md").read_text()
+    assert "ORACLE" in md and "| sobel |" in md
+    tidy = (tables / "metrics_tidy.csv").read_text().splitlines()
+    assert tidy[0].startswith("preset,dataset,num_images,task,edge_source,metric,value")
+    assert len(tidy) > 50
+    for fig in ("qualitative.png", "qualitative.pdf"):
+        assert (workdir / R / "figures" / fig).stat().st_size > 10_000
+    # every stage left its log and benchmark
+    for rule in ("prepare", "edges/sobel", "proposals/felzenszwalb", "bgp/felzenszwalb/canny", "wps/none",
+                 "score/uis_none", "score/wps_sobel", "score/edges_canny", "tables"):
+        assert (workdir / R / "logs" / f"{rule}.log").exists(), rule
+        assert (workdir / R / "benchmarks" / f"{rule}.tsv").exists(), rule
+    # provenance in the artifacts
+    manifest = json.loads((workdir / R / "edges/sobel/manifest.json").read_text())
+    assert manifest["provenance"]["code_digest"] and manifest["provenance"]["params"]["source"] == "sobel"
+    uis = json.loads((workdir / R / "metrics/uis/none.json").read_text())
+    assert uis["num_images"] == 16 and uis["provenance"]["inputs"]
+
+
+def test_second_run_does_nothing(workdir):
+    res = snakemake(["-n", "--cores", "2"], workdir)
+    assert "Nothing to be done" in res.stdout + res.stderr
+
+
+def test_editing_one_stage_reruns_only_its_jobs(workdir, tmp_path):
+    over = tmp_path / "override.yaml"
+    over.write_text("bgp:\n  merge: {iou: 0.6}\n")
+    res = snakemake(["-n", "--cores", "2", "--configfile", str(over)], workdir)
+    out = res.stdout + res.stderr
+    assert "bgp" in out and "score_uis" in out and "tables" in out
+    for untouched in ("rule prepare", "rule edges", "rule proposals", "rule wps", "rule score_edges"):
+        assert untouched not in out, untouched
+
+
+def test_stages_are_deterministic(workdir, tmp_path):
+    """Rerunning stages into fresh directories gives byte-identical artifacts."""
+    manifest = workdir / R / "data/manifest.json"
+    params = json.dumps({"sources": ["canny"]})
+    run([PY, "-m", "trace_edges", "edges", "--source", "canny", "--params", params, "--manifest", str(manifest),
+         "--out-dir", str(tmp_path / "canny")], workdir)
+    a, b = _digest_tree(workdir / R / "edges/canny"), _digest_tree(tmp_path / "canny")
+    a = {k: v for k, v in a.items() if not k.startswith(".done")}
+    b = {k: v for k, v in b.items() if not k.startswith(".done")}
+    assert a == b and len(a) == 17
+    run([PY, "-m", "trace_edges", "wps", "--config", "config.yaml", "--manifest", str(manifest),
+         "--edges", str(workdir / R / "edges/sobel"), "--out", str(tmp_path / "wps/panoptic.json")], workdir)
+    a = _digest_tree(workdir / R / "wps/sobel")
+    b = _digest_tree(tmp_path / "wps")
+    assert {k: v for k, v in a.items()} == {k: v for k, v in b.items()}
+
+
+def test_dvc_reviewer_flow(workdir, tmp_path):
+    """push -> fresh clone -> trace-edges pull -> `snakemake -n` has nothing to do, same numbers."""
+    remote = tmp_path / "remote"
+    run([PY, "-m", "dvc", "remote", "add", "--local", "-d", "test", str(remote)], workdir)
+    run([PY, "-m", "dvc", "commit", "-f", "embedded"], workdir)
+    run([PY, "-m", "dvc", "push", "embedded"], workdir)
+    run(["git", "add", "dvc.lock"], workdir)
+    run(["git", "commit", "-qm", "lock"], workdir)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(workdir), str(clone)], tmp_path)
+    run([PY, "-m", "dvc", "remote", "add", "--local", "-d", "test", str(remote)], clone)
+    run([PY, "-m", "trace_edges", "pull"], clone)
+    res = snakemake(["-n", "--cores", "2"], clone)
+    assert "Nothing to be done" in res.stdout + res.stderr
+    assert _digest_tree(clone / R) == _digest_tree(workdir / R)
+    # a pulled run that does not match the checkout is refused, not adopted
+    cfg = clone / "config.yaml"
+    cfg.write_text(cfg.read_text().replace("min_area: 64\n  edge_threshold", "min_area: 65\n  edge_threshold"))
+    res = run([PY, "-m", "trace_edges", "pull", "--no-pull"], clone, check=False)
+    assert res.returncode == 2 and "do not match this checkout" in res.stderr
+
+
+def test_paper_preset_dry_run_lists_every_stage(workdir):
+    res = snakemake(["-n", "--cores", "all", "--configfile", "config.paper.yaml"], workdir)
+    out = res.stdout + res.stderr
+    for rule in ("download_coco", "prepare", "edges", "proposals", "bgp", "wps", "score_uis", "score_wps",
+                 "score_edges", "tables", "figure_qualitative"):
+        assert f"rule {rule}:" in out, rule
+    assert "results/paper/" in out and "data/coco2017" in out
