@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Wall time and peak memory of every stage of a workflow run (default: the embedded default).
+
+Runs `snakemake --cores N --forceall` on a fresh copy of the project (so nothing is reused) and
+collects the per-job benchmark files Snakemake writes (``benchmark:`` of every rule): wall seconds,
+peak RSS, CPU seconds. Writes ``results/benchmarks/workflow_<preset>.csv`` (one row per job) and
+``.json`` (totals + machine). Usage:
+
+    python benchmarks/bench_workflow.py [--cores 2] [--configfile config.yaml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def project_files() -> list[str]:
+    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT,
+                         capture_output=True, check=True).stdout.decode()
+    return [f for f in out.split("\0") if f and (ROOT / f).is_file()]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cores", default="2")
+    ap.add_argument("--configfile", default="config.yaml")
+    ap.add_argument("--out-dir", default=str(ROOT / "results" / "benchmarks"))
+    args = ap.parse_args()
+
+    sys.path.insert(0, str(ROOT / "src"))
+    from trace_edges.config import load_config
+
+    preset = load_config(ROOT / args.configfile)["preset"]
+    with tempfile.TemporaryDirectory(prefix="trace-edges-bench-") as tmp:
+        wd = Path(tmp)
+        for rel in project_files():
+            (wd / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, wd / rel)
+        env = dict(os.environ, TRACE_EDGES_NO_PROGRESS="1",
+                   PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
+        t0 = time.perf_counter()
+        res = subprocess.run([sys.executable, "-m", "snakemake", "--cores", args.cores, "--forceall",
+                              "--configfile", args.configfile], cwd=wd, env=env, capture_output=True, text=True)
+        total = time.perf_counter() - t0
+        if res.returncode != 0:
+            print(res.stdout[-3000:], res.stderr[-3000:], file=sys.stderr)
+            return 1
+        bench_root = wd / "results" / preset / "benchmarks"
+        rows = []
+        for tsv in sorted(bench_root.rglob("*.tsv")):
+            with open(tsv) as fh:
+                rec = next(csv.DictReader(fh, delimiter="\t"))
+            rows.append({
+                "job": str(tsv.relative_to(bench_root).with_suffix("")),
+                "wall_s": round(float(rec["s"]), 3),
+                "max_rss_mb": None if rec.get("max_rss") in (None, "", "NA", "-") else round(float(rec["max_rss"]), 1),
+                "cpu_s": None if rec.get("cpu_time") in (None, "", "NA", "-") else round(float(rec["cpu_time"]), 2),
+            })
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / f"workflow_{preset}.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["job", "wall_s", "max_rss_mb", "cpu_s"])
+        w.writeheader()
+        w.writerows(rows)
+    summary = {
+        "preset": preset,
+        "cores": args.cores,
+        "total_wall_s": round(total, 1),
+        "sum_job_wall_s": round(sum(r["wall_s"] for r in rows), 1),
+        "max_job_rss_mb": max((r["max_rss_mb"] or 0) for r in rows),
+        "jobs": len(rows),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "per_job": rows,
+    }
+    (out_dir / f"workflow_{preset}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"{preset}: {len(rows)} jobs, total wall {total:.1f} s on {args.cores} cores; "
+          f"slowest: " + ", ".join(f"{r['job']} {r['wall_s']:.1f}s" for r in sorted(rows, key=lambda r: -r['wall_s'])[:5]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
