@@ -25,6 +25,7 @@ validate(config, "src/trace_edges/schemas/config.schema.yaml")
 # jobs: the conda env with --sdm conda, otherwise the interpreter running Snakemake.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from trace_edges.provenance import stage_sources  # noqa: E402
+from trace_edges.stages.shards import expected_num_images, num_shards  # noqa: E402
 
 _USE_CONDA = "conda" in {str(m).lower() for m in workflow.deployment_settings.deployment_method}
 PY = "python" if _USE_CONDA else sys.executable
@@ -37,6 +38,8 @@ BENCH = f"{R}/benchmarks"
 ENV = "../envs/trace-edges.yaml"  # relative to rules/
 
 EDGE_SOURCES = list(config["edges"]["sources"])
+STAGED_SOURCES = {"trace_teacher"}   # edge sources written by their own stages (rules/teacher.smk)
+GRADIENT_SOURCES = [s for s in EDGE_SOURCES if s not in STAGED_SOURCES]
 UIS_SOURCES = ["none"] + EDGE_SOURCES  # 'none' = the base proposals without BGP (baseline row)
 PROPOSALS = config["proposals"]["method"]
 
@@ -54,6 +57,7 @@ def as_json(block):
 
 include: "rules/data.smk"
 include: "rules/edges.smk"
+include: "rules/teacher.smk"
 include: "rules/proposals.smk"
 include: "rules/group.smk"
 include: "rules/score.smk"
@@ -67,4 +71,5 @@ rule all:
         f"{R}/tables/summary.json",
         f"{R}/figures/qualitative.png",
         f"{R}/figures/qualitative.pdf",
+        teacher_targets(),
     default_target: True

@@ -12,7 +12,7 @@ rule edges:
         edges=as_json(config["edges"]),
         out_dir=lambda w: f"{R}/edges/{w.source}",
     wildcard_constraints:
-        source="|".join(EDGE_SOURCES),
+        source="|".join(GRADIENT_SOURCES) or "^$",
     log:
         f"{LOGS}/edges/{{source}}.log",
     benchmark:

@@ -86,13 +86,13 @@ R = Path("results/embedded")
 def test_outputs_exist_and_are_sane(workdir):
     tables = workdir / R / "tables"
     summary = json.loads((tables / "summary.json").read_text())
-    assert set(summary) == {"none", "sobel", "canny"}
+    assert set(summary) == {"none", "sobel", "canny", "trace_teacher"}
     for src, row in summary.items():
         for key in ("AP", "AP50", "AR100", "PQ", "SQ", "RQ"):
             assert row[key] is not None and 0.0 <= row[key] <= 1.0, (src, key)
     # oracle semantics: the connectivity-only baseline already recovers most of the panoptic GT
     assert summary["none"]["PQ"] > 0.5
-    for src in ("sobel", "canny"):
+    for src in ("sobel", "canny", "trace_teacher"):
         assert 0.05 < summary[src]["ODS"] < 0.99 and 0.0 < summary[src]["clDice"] <= 1.0
     assert summary["none"]["ODS"] is None
     md = (tables / "results.md").read_text()
@@ -104,12 +104,18 @@ def test_outputs_exist_and_are_sane(workdir):
         assert (workdir / R / "figures" / fig).stat().st_size > 10_000
     # every stage left its log and benchmark
     for rule in ("prepare", "edges/sobel", "proposals/felzenszwalb", "bgp/felzenszwalb/canny", "wps/none",
-                 "score/uis_none", "score/wps_sobel", "score/edges_canny", "tables"):
+                 "score/uis_none", "score/wps_sobel", "score/edges_canny", "tables", "teacher/invert_0",
+                 "teacher/invert_1", "teacher/iep", "teacher/abdiv_labels", "teacher/build_tiny_model"):
         assert (workdir / R / "logs" / f"{rule}.log").exists(), rule
         assert (workdir / R / "benchmarks" / f"{rule}.tsv").exists(), rule
     # provenance in the artifacts
     manifest = json.loads((workdir / R / "edges/sobel/manifest.json").read_text())
     assert manifest["provenance"]["code_digest"] and manifest["provenance"]["params"]["source"] == "sobel"
+    # the teacher: per-image t*, ternary labels, model identity in the provenance
+    iep = json.loads((workdir / R / "teacher/sd3/iep.json").read_text())
+    assert len(iep["images"]) == 16 and sum(iep["t_star_histogram"].values()) == 16
+    teacher_edges = json.loads((workdir / R / "edges/trace_teacher/manifest.json").read_text())
+    assert teacher_edges["provenance"]["model"]["family"] == "sd3"
     uis = json.loads((workdir / R / "metrics/uis/none.json").read_text())
     assert uis["num_images"] == 16 and uis["provenance"]["inputs"]
 
@@ -125,7 +131,8 @@ def test_editing_one_stage_reruns_only_its_jobs(workdir, tmp_path):
     res = snakemake(["-n", "--cores", "2", "--configfile", str(over)], workdir)
     out = res.stdout + res.stderr
     assert "bgp" in out and "score_uis" in out and "tables" in out
-    for untouched in ("rule prepare", "rule edges", "rule proposals", "rule wps", "rule score_edges"):
+    for untouched in ("rule prepare", "rule edges", "rule proposals", "rule wps", "rule score_edges",
+                      "rule invert", "rule iep"):
         assert untouched not in out, untouched
 
 
@@ -169,9 +176,12 @@ def test_dvc_reviewer_flow(workdir, tmp_path):
 
 
 def test_paper_preset_dry_run_lists_every_stage(workdir):
-    res = snakemake(["-n", "--cores", "all", "--configfile", "config.paper.yaml"], workdir)
+    res = snakemake(["-n", "-p", "--cores", "all", "--configfile", "config.paper.yaml"], workdir)
     out = res.stdout + res.stderr
     for rule in ("download_coco", "prepare", "edges", "proposals", "bgp", "wps", "score_uis", "score_wps",
-                 "score_edges", "tables", "figure_qualitative"):
+                 "score_edges", "tables", "figure_qualitative", "invert", "iep", "abdiv_labels"):
         assert f"rule {rule}:" in out, rule
     assert "results/paper/" in out and "data/coco2017" in out
+    assert "stabilityai/stable-diffusion-3.5-large" in out        # the real model id in the teacher's params
+    assert "build_tiny_model" not in out
+    assert out.count("rule invert:") == 100                        # 5000 images in shards of 50

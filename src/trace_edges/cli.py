@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "download",
     "prepare",
     "edges",
+    "teacher",
     "proposals",
     "bgp",
     "wps",

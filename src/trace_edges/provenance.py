@@ -34,6 +34,9 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
             "io.py", "provenance.py", "cache.py"),
     "score": ("metrics", "stages", "masks.py", "panoptic_io.py", "edges/store.py", "data/images.py",
               "data/coco.py", "io.py", "provenance.py"),
+    "teacher": ("teacher", "backbones", "stages", "edges/store.py", "edges/base.py", "data/images.py",
+                "data/coco.py", "io.py", "provenance.py", "cache.py", "config.py"),
+    "build_tiny": ("backbones/tiny.py", "backbones/base.py"),
     "report": ("report", "edges/store.py", "data/images.py", "data/coco.py", "masks.py", "io.py"),
 }
 

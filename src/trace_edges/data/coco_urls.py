@@ -59,3 +59,7 @@ COCO2017_VAL_ARCHIVES: list[dict[str, Any]] = [
 NESTED_ZIPS: dict[str, tuple[str, ...]] = {
     "panoptic_annotations_trainval2017.zip": ("annotations/panoptic_val2017.zip",),
 }
+
+#: images in COCO 2017 val (instances_val2017.json); lets the Snakefile size the teacher's shards
+#: before the annotations are downloaded.
+COCO2017_VAL_NUM_IMAGES = 5000

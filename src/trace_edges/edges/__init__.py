@@ -19,6 +19,7 @@ __all__ = ["EdgeSource", "available_sources", "get_edge_source", "register_sourc
 _REGISTRY: dict[str, type[EdgeSource] | str] = {
     "sobel": "trace_edges.edges.gradient:SobelSource",
     "canny": "trace_edges.edges.gradient:CannySource",
+    "trace_teacher": "trace_edges.teacher.source:TeacherEdgeSource",
 }
 
 

@@ -140,6 +140,14 @@ def edge_nms(pred: np.ndarray) -> np.ndarray:
     return np.clip(fast_nms(np.asarray(pred, dtype=np.float64)), 0.0, 1.0)
 
 
+def wants_nms(pred: np.ndarray, apply_nms: bool | str) -> bool:
+    """``apply_nms`` is True, False or ``"auto"``: NMS for soft maps, none for binary maps (a binary
+    map such as Canny's is already a thin edge set; NMS would smear its plateaus)."""
+    if apply_nms == "auto":
+        return np.unique(pred).size > 2
+    return bool(apply_nms)
+
+
 def _match_counts(binary: np.ndarray, gt: np.ndarray, gt_sum: int, max_dist: float) -> tuple[int, int, int, int]:
     """``(count_r, sum_r, count_p, sum_p)`` of one (thinned) binary map, as pyEdgeEval counts them."""
     pred_sum = int(binary.sum())
@@ -152,7 +160,7 @@ def _match_counts(binary: np.ndarray, gt: np.ndarray, gt_sum: int, max_dist: flo
 
 
 def image_counts(pred: np.ndarray, gt: np.ndarray, thresholds: int | Sequence[float], *,
-                 max_dist: float = 0.0075, apply_thinning: bool = True, apply_nms: bool = False,
+                 max_dist: float = 0.0075, apply_thinning: bool = True, apply_nms: bool | str = False,
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-threshold ``(count_r, sum_r, count_p, sum_p)`` of one image (float64 arrays).
 
@@ -164,7 +172,7 @@ def image_counts(pred: np.ndarray, gt: np.ndarray, thresholds: int | Sequence[fl
 
     thr = threshold_grid(thresholds)
     pred = np.asarray(pred, dtype=np.float64)
-    if apply_nms:
+    if wants_nms(pred, apply_nms):
         pred = edge_nms(pred)
     gt = np.asarray(gt).astype(bool)
     gt_sum = int(gt.sum())
@@ -288,7 +296,7 @@ def _ordered_map(fn: Callable, tasks: Iterator, workers: int) -> Iterator:
 
 def _cldice_task(args: tuple) -> tuple[int, dict[str, float | None]]:
     pred, gt, threshold, tolerance_px, apply_nms = args
-    pred = edge_nms(pred) if apply_nms else pred.astype(np.float64)
+    pred = edge_nms(pred) if wants_nms(pred, apply_nms) else pred.astype(np.float64)
     return int(gt.sum()), cldice(pred >= threshold, gt, tolerance_px=tolerance_px)
 
 
@@ -299,7 +307,7 @@ def evaluate_edges(
     thresholds: int | Sequence[float] = 33,
     max_dist: float = 0.0075,
     apply_thinning: bool = True,
-    apply_nms: bool = False,
+    apply_nms: bool | str = False,
     cldice_tolerance_px: int = 2,
     threads: int = 1,
 ) -> dict[str, Any]:
@@ -329,7 +337,7 @@ def evaluate_edges(
     thr = threshold_grid(thresholds)
     thr_arg = _thresholds_arg(thresholds)
     workers = min(int(threads), len(ids))
-    count_tasks = ((*_load_pair(i, preds, gts), thr_arg, float(max_dist), bool(apply_thinning), bool(apply_nms))
+    count_tasks = ((*_load_pair(i, preds, gts), thr_arg, float(max_dist), bool(apply_thinning), apply_nms)
                    for i in ids)
     counts = list(_ordered_map(_image_task, count_tasks, workers))
 
@@ -338,7 +346,7 @@ def evaluate_edges(
 
     per_image: list[dict[str, Any]] = []
     cl_values: list[float] = []
-    cl_tasks = ((*_load_pair(i, preds, gts), ods_t, int(cldice_tolerance_px), bool(apply_nms)) for i in ids)
+    cl_tasks = ((*_load_pair(i, preds, gts), ods_t, int(cldice_tolerance_px), apply_nms) for i in ids)
     cl_results = _ordered_map(_cldice_task, cl_tasks, workers)
     for i, s, (gt_pixels, cl) in zip(ids, sample_results, cl_results):
         if cl["clDice"] is not None:
@@ -374,7 +382,7 @@ def evaluate_edges(
             "thresholds": [float(t) for t in thr],
             "max_dist": float(max_dist),
             "apply_thinning": bool(apply_thinning),
-            "apply_nms": bool(apply_nms),
+            "apply_nms": apply_nms,
             "cldice_tolerance_px": int(cldice_tolerance_px),
             "matcher": "pyEdgeEval._lib.correspond_pixels (BSDS matchEdgeMaps, outlier_cost 100)",
             "matcher_seed": MATCHER_SEED if matcher_is_seeded() else None,

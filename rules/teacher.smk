@@ -1,0 +1,124 @@
+# The TRACE teacher (paper §3.1-3.4): tiny model build (embedded) -> invert (sharded, GPU) -> iep
+# -> abdiv_labels, which also writes the `trace_teacher` edge source.
+
+TEACHER = config["teacher"]
+TBB = TEACHER["backbone"]
+TFAM = TBB["family"]
+TDIR = f"{R}/teacher/{TFAM}"
+N_SHARDS = num_shards(expected_num_images(config["data"]), TEACHER["shard_size"])
+
+
+def teacher_targets():
+    """What `all` needs from the teacher when it is one of the edge sources."""
+    if "trace_teacher" not in EDGE_SOURCES:
+        return []
+    return [f"{TDIR}/iep.json", f"{TDIR}/labels/manifest.json"]
+
+
+def _model_input(wildcards):
+    """The tiny model's build output, so Snakemake builds it first; hub models need no input."""
+    return [f"{TBB['model']}/model_index.json"] if TBB["tiny"] else []
+
+
+rule build_tiny_model:
+    """A tiny random model of the teacher's architecture in diffusers layout (embedded default only)."""
+    input:
+        code=code("build_tiny"),
+    output:
+        f"{TBB['model']}/model_index.json",
+    params:
+        out_dir=TBB["model"],
+        family=TFAM,
+        seed=config["seed"],
+    log:
+        f"{LOGS}/teacher/build_tiny_model.log",
+    benchmark:
+        f"{BENCH}/teacher/build_tiny_model.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "{TE} build-tiny --family {params.family} --seed {params.seed} --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule invert:
+    """Trajectory with self-attention capture for one shard: ABDiv at every step + the IEP curve."""
+    input:
+        manifest=f"{R}/data/manifest.json",
+        model=_model_input,
+        code=code("teacher"),
+    output:
+        f"{TDIR}/invert/shard_{{shard}}.json",
+    params:
+        teacher=as_json(TEACHER),
+        seed=config["seed"],
+        out_dir=f"{TDIR}/invert",
+    wildcard_constraints:
+        shard=r"\d+",
+    log:
+        f"{LOGS}/teacher/invert_{{shard}}.log",
+    benchmark:
+        f"{BENCH}/teacher/invert_{{shard}}.tsv"
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=8000 if not TBB["tiny"] else 2000,
+        runtime=240 if not TBB["tiny"] else 10,
+    conda:
+        ENV
+    shell:
+        "{TE} invert --params '{params.teacher}' --manifest {input.manifest} --shard {wildcards.shard} "
+        "--seed {params.seed} --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
+
+
+rule iep:
+    """Instance Emergence Point per image (Eq. 1) and the dataset's t* histogram."""
+    input:
+        shards=expand(f"{TDIR}/invert/shard_{{i}}.json", i=range(N_SHARDS)),
+        code=code("teacher"),
+    output:
+        f"{TDIR}/iep.json",
+    log:
+        f"{LOGS}/teacher/iep.log",
+    benchmark:
+        f"{BENCH}/teacher/iep.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "{TE} iep --shards {input.shards} --out {output} > {log} 2>&1"
+
+
+rule abdiv_labels:
+    """ABDiv at t* (Eq. 2), ternary pseudo-labels (§3.4), and the `trace_teacher` edge maps."""
+    input:
+        manifest=f"{R}/data/manifest.json",
+        iep=f"{TDIR}/iep.json",
+        code=code("teacher"),
+    output:
+        labels=f"{TDIR}/labels/manifest.json",
+        edges=f"{R}/edges/trace_teacher/manifest.json",
+    params:
+        teacher=as_json(TEACHER),
+        invert_dir=f"{TDIR}/invert",
+        out_dir=TDIR,
+        edges_dir=f"{R}/edges/trace_teacher",
+    log:
+        f"{LOGS}/teacher/abdiv_labels.log",
+    benchmark:
+        f"{BENCH}/teacher/abdiv_labels.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "{TE} abdiv-labels --params '{params.teacher}' --manifest {input.manifest} --iep {input.iep} "
+        "--invert-dir {params.invert_dir} --out-dir {params.out_dir} --edges-dir {params.edges_dir} > {log} 2>&1"

@@ -1,0 +1,63 @@
+"""Teacher subcommands: ``build-tiny``, ``invert``, ``iep``, ``abdiv-labels``."""
+
+from __future__ import annotations
+
+import argparse
+
+from trace_edges.cli import add_common
+from trace_edges.commands import stage_params
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("build-tiny", help="build a tiny random model of a backbone family (diffusers layout)")
+    p.add_argument("--family", required=True, choices=["sd15", "sdxl", "sd3", "pixart", "flux"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=run_build_tiny)
+
+    p = sub.add_parser("invert", help="teacher trajectory with SA capture for one shard of images (GPU if available)")
+    add_common(p)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--shard", type=int, required=True, help="shard index (images [i*shard_size, (i+1)*shard_size))")
+    p.add_argument("--seed", type=int, default=0, help="seed of the forward-noise trajectory option")
+    p.add_argument("--out-dir", required=True, help="e.g. results/<preset>/teacher/<family>/invert")
+    p.set_defaults(func=run_invert)
+
+    p = sub.add_parser("iep", help="Instance Emergence Point per image (Eq. 1) from the invert shards")
+    p.add_argument("--shards", nargs="+", required=True, help="invert/shard_<i>.json files")
+    p.add_argument("--out", required=True, help="iep.json")
+    p.set_defaults(func=run_iep)
+
+    p = sub.add_parser("abdiv-labels", help="ABDiv at t*, ternary pseudo-labels, trace_teacher edge maps")
+    add_common(p)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--iep", required=True)
+    p.add_argument("--invert-dir", required=True)
+    p.add_argument("--out-dir", required=True, help="e.g. results/<preset>/teacher/<family>")
+    p.add_argument("--edges-dir", required=True, help="e.g. results/<preset>/edges/trace_teacher")
+    p.set_defaults(func=run_labels)
+
+
+def run_build_tiny(args: argparse.Namespace) -> None:
+    from trace_edges.backbones.tiny import build_tiny
+
+    build_tiny(args.family, args.out_dir, seed=args.seed)
+
+
+def run_invert(args: argparse.Namespace) -> None:
+    from trace_edges.stages.teacher import run_invert as run
+
+    run(stage_params(args, "teacher"), args.manifest, args.shard, args.out_dir, seed=args.seed)
+
+
+def run_iep(args: argparse.Namespace) -> None:
+    from trace_edges.stages.teacher import run_iep as run
+
+    run(args.shards, args.out)
+
+
+def run_labels(args: argparse.Namespace) -> None:
+    from trace_edges.stages.teacher import run_abdiv_labels
+
+    run_abdiv_labels(stage_params(args, "teacher"), args.manifest, args.iep, args.invert_dir, args.out_dir,
+                     args.edges_dir)

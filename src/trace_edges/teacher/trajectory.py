@@ -1,0 +1,114 @@
+"""The TRACE teacher on one image: walk the trajectory, compute IEP (Eq. 1) and ABDiv (Eq. 2).
+
+For a clean latent X_0 = E(I) and the step grid τ_0 = 0 < τ_1 < … < τ_N (stride 100 on the
+1000-step scale: 0, 99, 199, …, 999), the denoiser runs once per step with the empty prompt,
+under :func:`~trace_edges.teacher.capture.capture_qk`. From that step's per-block Q/K:
+
+* the ABDiv map is computed at *every* step (maps are tiny: one value per token), and
+* the IEP divergence D(SA(τ_{k-1}) ‖ SA(τ_k)) from the previous step's Q/K, which is the only
+  step kept in memory (SD3.5-L at 1024² holds ~40 MB of Q/K per block per step).
+
+t* = argmax_k D is picked at the end, and the ABDiv map at t* is the teacher's edge map.
+
+Trajectory (paper §2.3 is ambiguous, both offered): ``inversion`` (default) steps X deterministically
+with the model's own output — DDIM inversion for ε/v models, Euler inversion of the flow ODE for
+SD3/FLUX; ``noise`` draws X_τ ~ q(X_τ | X_0) with one seeded noise tensor shared by all steps.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from trace_edges.teacher.capture import capture_qk
+from trace_edges.teacher.divergence import _argmax_step, abdiv_from_qk, iep_divergence_from_qk
+
+log = logging.getLogger(__name__)
+
+TRAJECTORIES = ("inversion", "noise")
+
+
+@dataclass
+class TeacherResult:
+    """Everything the teacher computes for one image (all on the token grid)."""
+
+    steps: list[int]
+    grid: tuple[int, int]
+    abdiv: np.ndarray                      # float32 [len(steps), H, W], ABDiv at every step
+    kl_curve: dict[int, float]             # τ_k -> D(SA(τ_{k-1}) ‖ SA(τ_k)), k ≥ 1
+    t_star: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def abdiv_at(self, t: int) -> np.ndarray:
+        return self.abdiv[self.steps.index(int(t))]
+
+    @property
+    def edge(self) -> np.ndarray:
+        """ABDiv at the Instance Emergence Point: the teacher's edge map (token grid)."""
+        return self.abdiv_at(self.t_star)
+
+
+def _largest_grid(grids: list[tuple[int, int]]) -> tuple[int, int]:
+    return max(grids, key=lambda g: (g[0] * g[1], g))
+
+
+def run_teacher(backbone: Any, rgb: np.ndarray, params: Mapping[str, Any], *,
+                seed: int = 0) -> TeacherResult:
+    """Run the teacher on one image. ``params`` is the validated ``teacher`` config block
+    (``trajectory``, ``stride``, ``mode``, ``divergence``, ``neighbourhood``, ``chunk``, ``eps``)."""
+    trajectory = params["trajectory"]
+    if trajectory not in TRAJECTORIES:
+        raise ValueError(f"trajectory must be one of {TRAJECTORIES}, got {trajectory!r}")
+    mode, divergence = params["mode"], params["divergence"]
+    kw = dict(divergence=divergence, eps=params["eps"], chunk=params["chunk"])
+    steps = backbone.timesteps(params["stride"])
+    device = getattr(backbone, "device", torch.device("cpu"))
+
+    x0 = backbone.encode(rgb)
+    noise = None
+    if trajectory == "noise":
+        gen = torch.Generator(device="cpu").manual_seed(int(seed))
+        noise = torch.randn(x0.shape, generator=gen, dtype=torch.float32).to(device=x0.device, dtype=x0.dtype)
+
+    maps: list[np.ndarray] = []
+    curve: dict[int, float] = {}
+    prev = None
+    grids = None
+    x = x0
+    with torch.no_grad(), capture_qk(backbone) as cap:
+        for k, t in enumerate(steps):
+            if trajectory == "noise":
+                x = x0 if t == 0 else backbone.add_noise(x0, noise, t)
+            out = backbone.predict(x, t)
+            captured = cap.pop()
+            qs = [c.q.float() for c in captured]
+            ks = [c.k.float() for c in captured]
+            scales = [c.scale for c in captured]
+            grids = [tuple(c.grid) for c in captured]
+            out_grid = _largest_grid(grids)
+            maps.append(abdiv_from_qk(qs, ks, grids, out_grid, mode, neighbourhood=params["neighbourhood"],
+                                      scales=scales, **kw).float().cpu().numpy())
+            if prev is not None:
+                curve[t] = iep_divergence_from_qk(prev, (qs, ks), grids, out_grid, mode, scales=scales, **kw)
+            prev = (qs, ks)
+            if trajectory == "inversion" and k + 1 < len(steps):
+                x = backbone.step(x, t, steps[k + 1], out)
+            del out, captured
+    t_star = _argmax_step(curve)
+    log.debug("IEP curve %s -> t* = %d", curve, t_star)
+    return TeacherResult(steps=list(steps), grid=_largest_grid(grids), abdiv=np.stack(maps), kl_curve=curve,
+                         t_star=t_star, info={"blocks": len(grids), "grids": sorted(set(grids))})
+
+
+def upsample_to_image(grid_map: np.ndarray, height: int, width: int, *, mode: str = "bilinear") -> np.ndarray:
+    """A token-grid map resized to the image's H×W (undoing the square resize of the input)."""
+    t = torch.as_tensor(np.asarray(grid_map, dtype=np.float32))[None, None]
+    if mode == "nearest":
+        out = torch.nn.functional.interpolate(t, size=(height, width), mode="nearest")
+    else:
+        out = torch.nn.functional.interpolate(t, size=(height, width), mode="bilinear", align_corners=False)
+    return out[0, 0].numpy()

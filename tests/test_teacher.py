@@ -1,0 +1,107 @@
+"""The teacher on real images through each family's tiny model, and its workflow stages."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from trace_edges.backbones.tiny import FAMILIES, tiny_backbone, tiny_model_dir
+from trace_edges.config import validate
+from trace_edges.data.images import load_rgb, read_png
+from trace_edges.edges.store import EdgeSet
+from trace_edges.teacher.labels import IGNORE
+from trace_edges.teacher.trajectory import run_teacher
+
+PARAMS = validate({}, block="teacher")
+
+
+@pytest.fixture(scope="module")
+def rgb(coco_mini):
+    return load_rgb(coco_mini / "images" / "000000037777.jpg")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_full_teacher_runs_on_every_family(family, rgb):
+    res = run_teacher(tiny_backbone(family), rgb, PARAMS)
+    assert res.steps == [0] + [k * 100 - 1 for k in range(1, 11)]
+    assert res.abdiv.shape == (11, *res.grid) and np.isfinite(res.abdiv).all() and (res.abdiv >= -1e-5).all()
+    assert set(res.kl_curve) == set(res.steps[1:]) and all(v >= -1e-6 for v in res.kl_curve.values())
+    assert res.t_star == max(res.kl_curve, key=res.kl_curve.get)
+    assert res.edge.std() > 0  # a non-constant edge map
+
+
+@pytest.mark.parametrize("trajectory, mode", [("noise", "exact"), ("inversion", "fast")])
+def test_options_change_the_trajectory_or_the_quantity(trajectory, mode, rgb):
+    bb = tiny_backbone("sd3")
+    base = run_teacher(bb, rgb, PARAMS)
+    other = run_teacher(bb, rgb, dict(PARAMS, trajectory=trajectory, mode=mode))
+    assert other.abdiv.shape == base.abdiv.shape
+    assert not np.allclose(other.abdiv[1:], base.abdiv[1:])
+    # step 0 is the clean latent in both trajectories: identical input, identical exact maps
+    if mode == "exact":
+        assert np.allclose(other.abdiv[0], base.abdiv[0], atol=1e-6)
+
+
+def test_teacher_is_deterministic(rgb):
+    bb = tiny_backbone("sd3")
+    a, b = run_teacher(bb, rgb, PARAMS), run_teacher(bb, rgb, PARAMS)
+    assert np.array_equal(a.abdiv, b.abdiv) and a.kl_curve == b.kl_curve
+
+
+def test_stages_equal_the_edge_source(tmp_path, coco_mini):
+    """invert -> iep -> abdiv_labels writes the same trace_teacher maps as the one-call source."""
+    from trace_edges.data.coco import prepare
+    from trace_edges.edges import get_edge_source
+    from trace_edges.stages.teacher import run_abdiv_labels, run_iep, run_invert
+
+    cfg = validate({"data": {"root": str(coco_mini), "max_images": 3},
+                    "teacher": {"backbone": {"model": str(tiny_model_dir("sd3"))}, "shard_size": 2}})
+    prepare(cfg["data"], cfg["edge_gt"], tmp_path / "data")
+    manifest = tmp_path / "data/manifest.json"
+    tp = cfg["teacher"]
+    shards = [run_invert(tp, manifest, i, tmp_path / "t/invert") for i in range(2)]
+    assert [len(s["images"]) for s in shards] == [2, 1]
+    assert shards[0]["model"]["family"] == "sd3" and shards[0]["provenance"]["model"]
+    iep = run_iep([tmp_path / f"t/invert/shard_{i}.json" for i in range(2)], tmp_path / "t/iep.json")
+    assert sum(iep["t_star_histogram"].values()) == 3
+    run_abdiv_labels(tp, manifest, tmp_path / "t/iep.json", tmp_path / "t/invert", tmp_path / "t",
+                     tmp_path / "edges/trace_teacher")
+    staged = EdgeSet(tmp_path / "edges/trace_teacher")
+    assert staged.source == "trace_teacher" and len(staged) == 3
+    src = get_edge_source("trace_teacher", tp)
+    m = json.loads(manifest.read_text())
+    for rec in m["images"]:
+        direct = src.compute(load_rgb(rec["file"]))
+        # the staged path stores ABDiv as float16 (relative precision 2^-11) before normalising
+        assert np.abs(direct - staged.load(rec["id"])).max() <= 2e-3
+        lab = read_png(tmp_path / f"t/labels/image/{rec['id']}.png")
+        assert lab.shape == (rec["height"], rec["width"]) and set(np.unique(lab)) <= {0, 1, IGNORE}
+        assert (lab == 1).any()
+        assert read_png(tmp_path / f"t/labels/grid/{rec['id']}.png").shape == (16, 16)
+    # rerun: everything reused, same bytes
+    before = (tmp_path / "edges/trace_teacher/manifest.json").read_bytes()
+    run_abdiv_labels(tp, manifest, tmp_path / "t/iep.json", tmp_path / "t/invert", tmp_path / "t",
+                     tmp_path / "edges/trace_teacher")
+    assert (tmp_path / "edges/trace_teacher/manifest.json").read_bytes() == before
+
+
+def test_missing_shard_is_a_clear_error(tmp_path, coco_mini):
+    from trace_edges.data.coco import prepare
+    from trace_edges.errors import ConfigError
+    from trace_edges.stages.teacher import run_invert
+
+    cfg = validate({"data": {"root": str(coco_mini), "max_images": 2}})
+    prepare(cfg["data"], cfg["edge_gt"], tmp_path / "data")
+    with pytest.raises(ConfigError, match="shard 5 does not exist"):
+        run_invert(cfg["teacher"], tmp_path / "data/manifest.json", 5, tmp_path / "inv")
