@@ -32,6 +32,10 @@ PY = "python" if _USE_CONDA else sys.executable
 TE = f"PYTHONPATH={Path(workflow.basedir) / 'src'} {PY} -m trace_edges"
 
 PRESET = config["preset"]
+# the config files this run merged (config.yaml, then every --configfile), for the audit rule
+CONFIGFILES = ["config.yaml"] + [
+    os.path.relpath(str(f), workflow.basedir) for f in (workflow.configfiles or []) if os.path.basename(str(f)) != "config.yaml"
+]
 R = f"results/{PRESET}"              # every output of this run lives under R
 LOGS = f"{R}/logs"
 BENCH = f"{R}/benchmarks"
@@ -62,6 +66,7 @@ include: "rules/proposals.smk"
 include: "rules/group.smk"
 include: "rules/score.smk"
 include: "rules/figures.smk"
+include: "rules/audit.smk"
 
 
 rule all:
@@ -72,4 +77,5 @@ rule all:
         f"{R}/figures/qualitative.png",
         f"{R}/figures/qualitative.pdf",
         teacher_targets(),
+        teacher_figure_targets(),
     default_target: True

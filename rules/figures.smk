@@ -71,3 +71,49 @@ rule figure_qualitative:
     shell:
         "{TE} report-figure --manifest {input.manifest} --edges {params.edges} --results {params.results} "
         "--image-ids {params.ids} --dpi {params.dpi} --out-png {output.png} --out-pdf {output.pdf} > {log} 2>&1"
+
+
+# ---- teacher figures (paper Fig. 1b, IEP curves, Fig. 5) on one image -------------------------
+_TFIG_IMAGE = (config["report"]["qualitative_images"] or [None])[0]
+
+
+def teacher_figure_targets():
+    if "trace_teacher" not in EDGE_SOURCES:
+        return []
+    return [f"{R}/figures/teacher_{f}.{ext}" for f in ("pca", "kl", "neighbours") for ext in ("png", "pdf")]
+
+
+rule teacher_figure:
+    """Self-attention PCA along the trajectory with t* marked (Fig. 1b), KL curves + t* histogram,
+    neighbour attention maps at a boundary and an interior pixel (Fig. 5)."""
+    input:
+        manifest=f"{R}/data/manifest.json",
+        iep=f"{TDIR}/iep.json",
+        model=_model_input,
+        code=code("teacher_figures"),
+    output:
+        png=report(f"{R}/figures/teacher_{{fig}}.png", category="Teacher",
+                   caption="../docs/report/teacher_figures.rst"),
+        pdf=f"{R}/figures/teacher_{{fig}}.pdf",
+    params:
+        teacher=as_json(TEACHER),
+        image=lambda w: "" if w.fig == "kl" else (
+            f"--image-id {_TFIG_IMAGE}" if _TFIG_IMAGE is not None else "--image-id first"),
+        dpi=config["report"]["dpi"],
+        seed=config["seed"],
+    wildcard_constraints:
+        fig="pca|kl|neighbours",
+    log:
+        f"{LOGS}/figures/teacher_{{fig}}.log",
+    benchmark:
+        f"{BENCH}/figures/teacher_{{fig}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    conda:
+        ENV
+    shell:
+        "{TE} teacher-figure --figure {wildcards.fig} --params '{params.teacher}' --manifest {input.manifest} "
+        "{params.image} --iep {input.iep} --seed {params.seed} --dpi {params.dpi} "
+        "--out-png {output.png} --out-pdf {output.pdf} --threads {threads} > {log} 2>&1"

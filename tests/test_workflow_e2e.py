@@ -175,6 +175,34 @@ def test_dvc_reviewer_flow(workdir, tmp_path):
     assert res.returncode == 2 and "do not match this checkout" in res.stderr
 
 
+def test_audit_detects_a_flipped_byte_and_a_changed_config_value(workdir):
+    """Runs after the DVC flow above committed dvc.lock in `workdir`."""
+    res = run([PY, "-m", "trace_edges", "audit"], workdir, check=False)
+    assert res.returncode == 0 and "AUDIT PASSED" in res.stdout, res.stdout[-3000:]
+    assert "hash:match" in res.stdout and "provenance:match" in res.stdout
+    art = workdir / R / "edges/canny/000000037777.png"
+    original = art.read_bytes()
+    flipped = bytearray(original)
+    flipped[len(flipped) // 2] ^= 0x01
+    art.write_bytes(bytes(flipped))
+    try:
+        res = run([PY, "-m", "trace_edges", "audit"], workdir, check=False)
+        assert res.returncode == 1 and "AUDIT FAILED" in res.stdout
+        assert "results/embedded/edges/canny/000000037777.png" in res.stdout and "differs" in res.stdout
+    finally:
+        art.write_bytes(original)
+    cfg = workdir / "config.yaml"
+    text = cfg.read_text()
+    cfg.write_text(text.replace("merge: {iou: 0.5}", "merge: {iou: 0.6}"))
+    try:
+        res = run([PY, "-m", "trace_edges", "audit"], workdir, check=False)
+        assert res.returncode == 1 and "bgp.merge.iou: 0.5 -> 0.6" in res.stdout
+    finally:
+        cfg.write_text(text)
+    res = snakemake(["audit", "--cores", "1"], workdir)
+    assert json.loads((workdir / R / "audit/audit.json").read_text())["summary"]["hash:match"] > 100
+
+
 def test_paper_preset_dry_run_lists_every_stage(workdir):
     res = snakemake(["-n", "-p", "--cores", "all", "--configfile", "config.paper.yaml"], workdir)
     out = res.stdout + res.stderr

@@ -24,12 +24,14 @@ COMMAND_MODULES = (
     "prepare",
     "edges",
     "teacher",
+    "teacher_figures",
     "proposals",
     "bgp",
     "wps",
     "score",
     "report",
     "pull",
+    "audit",
 )
 
 log = logging.getLogger("trace_edges")

@@ -119,3 +119,18 @@ def parse_params(text: str | None, block: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError("--params must be a JSON object")
     return validate(data, block=block, where=f"--params ({block})")
+
+
+def load_workflow_config(*configfiles: str | Path) -> dict[str, Any]:
+    """The config a Snakemake run sees: the files merged in order (the Snakefile's
+    ``config.yaml`` first, then each ``--configfile``), then validated."""
+    merged: dict[str, Any] = {}
+    for f in configfiles:
+        f = Path(f)
+        if not f.is_file():
+            raise ConfigError("config file not found", path=f)
+        try:
+            merged = deep_merge(merged, yaml.safe_load(f.read_text(encoding="utf-8")) or {})
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"not valid YAML ({exc})", path=f) from exc
+    return validate(merged, where=" + ".join(str(f) for f in configfiles))

@@ -20,6 +20,8 @@ def setup_logging(level: str = "INFO") -> None:
         stream=sys.stderr,
         force=True,
     )
+    # matplotlib's PDF backend subsets fonts through fontTools, which logs pages at INFO
+    logging.getLogger("fontTools").setLevel(logging.WARNING)
 
 
 def progress(items: Iterable[T], *, desc: str, total: int | None = None, unit: str = "img") -> Iterable[T]:

@@ -36,7 +36,9 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
               "data/coco.py", "io.py", "provenance.py"),
     "teacher": ("teacher", "backbones", "stages", "edges/store.py", "edges/base.py", "data/images.py",
                 "data/coco.py", "io.py", "provenance.py", "cache.py", "config.py"),
+    "audit": ("audit.py", "provenance.py", "config.py"),
     "build_tiny": ("backbones/tiny.py", "backbones/base.py"),
+    "teacher_figures": ("report/teacher_figures.py", "report/style.py", "teacher", "backbones", "io.py"),
     "report": ("report", "edges/store.py", "data/images.py", "data/coco.py", "masks.py", "io.py"),
 }
 
@@ -99,11 +101,15 @@ def record(
     params: Mapping[str, Any] | None = None,
     inputs: Iterable[str | Path] = (),
     model: Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The provenance block stored in every manifest / artifact sidecar.
 
     ``inputs`` are hashed (sha256) so the record pins exactly which bytes were read.
+    ``config`` maps top-level config keys to the (sub)blocks the artifact depends on; they are
+    stored flattened as ``config_values`` (``{"bgp.merge.iou": 0.5, ...}``) so ``trace-edges audit``
+    can compare each value with the current config.
     """
     rec: dict[str, Any] = {
         "stage": stage,
@@ -115,11 +121,26 @@ def record(
         "inputs": {_display_path(p): sha256_file(p) for p in inputs},
         "packages": package_versions(),
     }
+    if config is not None:
+        rec["config_values"] = flatten_config(config)
     if model is not None:
         rec["model"] = dict(model)
     if extra:
         rec.update(extra)
     return rec
+
+
+def flatten_config(block: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"bgp": {"merge": {"iou": 0.5}}}`` -> ``{"bgp.merge.iou": 0.5}`` (lists are leaves)."""
+    out: dict[str, Any] = {}
+    for k in sorted(block):
+        v = block[k]
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v:
+            out.update(flatten_config(v, key + "."))
+        else:
+            out[key] = json.loads(json.dumps(v, default=str))
+    return out
 
 
 def _display_path(p: str | Path) -> str:

@@ -222,6 +222,7 @@ def prepare(data: Mapping[str, Any], edge_gt: Mapping[str, Any], out_dir: str | 
             "edge_gt_dir": "edge_gt",
         },
         "provenance": provenance.record("prepare", params={"data": dict(data), "edge_gt": dict(edge_gt)},
+                                        config={"data": dict(data), "edge_gt": dict(edge_gt)},
                                         inputs=[inst_path, pan_path]),
     }
     write_json(out_dir / "manifest.json", manifest)

@@ -40,6 +40,6 @@ def run_bgp_stage(params: Mapping[str, Any], manifest_path: str | Path, proposal
               key_parts=lambda rec: [rec["sha256"], prop_sha, edges.file_sha256(rec["id"])],
               desc=f"bgp:{edges.source}")
     write_json(out_path.with_suffix(".provenance.json"),
-               provenance.record("bgp", params=stage_params,
+               provenance.record("bgp", params=stage_params, config={"bgp": dict(params)},
                                  inputs=[manifest_path, proposals_path, edges.manifest_path]))
     return concat_results([per_image / f"{rec['id']}.json" for rec in manifest["images"]], out_path)

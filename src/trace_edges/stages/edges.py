@@ -29,5 +29,6 @@ def run_edges(source: str, params: Mapping[str, Any], manifest_path: str | Path,
     run_items(manifest["images"], stage="edges", params=stage_params, out_dir=out_dir,
               outputs=lambda rec: [out_file(rec)], work=work, desc=f"edges:{source}")
     images = {str(rec["id"]): out_file(rec).name for rec in manifest["images"]}
-    prov = provenance.record("edges", params=stage_params, inputs=[manifest_path])
+    prov = provenance.record("edges", params=stage_params, inputs=[manifest_path],
+                             config={"edges": {source: block}})
     return write_manifest(out_dir, source, images, prov)

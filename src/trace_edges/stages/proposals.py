@@ -58,5 +58,6 @@ def run_proposals(params: Mapping[str, Any], manifest_path: str | Path, out_path
               desc=f"proposals:{method}")
     # the sidecar first, the declared output last: a kill in between leaves no output, so it reruns
     write_json(out_path.with_suffix(".provenance.json"),
-               provenance.record("proposals", params=stage_params, inputs=inputs))
+               provenance.record("proposals", params=stage_params, inputs=inputs,
+                                 config={"proposals": {"method": method, method: block}}))
     return concat_results([per_image / f"{rec['id']}.json" for rec in manifest["images"]], out_path)

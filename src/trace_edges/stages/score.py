@@ -67,6 +67,7 @@ def score_edges(manifest_path: str | Path, edges_dir: str | Path, out_path: str 
            "num_images": manifest["num_images"], "metrics": {k: v for k, v in res.items() if k != "per_image"},
            "per_image": res.get("per_image", []),
            "provenance": provenance.record("score", params={"task": "edges", **dict(params)},
+                                           config={"score": {"edges": dict(params)}},
                                            inputs=[edges.manifest_path])}
     write_json(out_path, out)
     return out

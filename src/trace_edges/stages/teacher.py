@@ -94,7 +94,8 @@ def run_invert(params: Mapping[str, Any], manifest_path: str | Path, shard: int,
               work=work, desc=f"invert shard {shard}")
     model = backbone.model_info() if backbone is not None else _model_record(params["backbone"])
     out = {"shard": shard, "images": [rec["id"] for rec in images], "model": model,
-           "provenance": provenance.record("teacher", params=stage_params, inputs=[manifest_path], model=model)}
+           "provenance": provenance.record("teacher", params=stage_params, inputs=[manifest_path], model=model,
+                                           config={"teacher": {k: params[k] for k in INVERT_KEYS}, "seed": seed})}
     write_json(out_dir / f"shard_{shard}.json", out)
     return out
 
@@ -163,7 +164,8 @@ def run_abdiv_labels(params: Mapping[str, Any], manifest_path: str | Path, iep_j
 
     run_items(manifest["images"], stage="teacher", params=stage_params, out_dir=out_dir / "labels",
               outputs=files, work=work, key_parts=key_parts, desc="abdiv_labels")
-    prov = provenance.record("teacher", params=stage_params, inputs=[manifest_path, iep_json], model=iep["model"])
+    prov = provenance.record("teacher", params=stage_params, inputs=[manifest_path, iep_json], model=iep["model"],
+                             config={"teacher": {**{k_: params[k_] for k_ in INVERT_KEYS}, "label_k": k}})
     write_manifest(edges_dir, "trace_teacher", {rec["id"]: edge_map_filename(rec["id"]) for rec in manifest["images"]},
                    {**prov, "source": "trace_teacher"})
     out = {"images": {str(rec["id"]): {"t_star": iep["images"][str(rec["id"])]["t_star"],

@@ -76,7 +76,7 @@ def run_wps_stage(params: Mapping[str, Any], manifest_path: str | Path, edges_di
     } for rec in manifest["images"]]
     inputs = [manifest_path] + ([edges.manifest_path] if edges else [])
     write_json(out_json.with_suffix(".provenance.json"),
-               provenance.record("wps", params=stage_params, inputs=inputs,
+               provenance.record("wps", params=stage_params, inputs=inputs, config={"wps": dict(params)},
                                  extra={"semantic_source": "ORACLE: ground-truth semantics" if source == "oracle_gt"
                                         else params["semantic_dir"]}))
     write_json(out_json, {"annotations": annotations, "categories": categories}, indent=None)
