@@ -42,7 +42,7 @@ BENCH = f"{R}/benchmarks"
 ENV = "../envs/trace-edges.yaml"  # relative to rules/
 
 EDGE_SOURCES = list(config["edges"]["sources"])
-STAGED_SOURCES = {"trace_teacher"}   # edge sources written by their own stages (rules/teacher.smk)
+STAGED_SOURCES = {"trace_teacher", "trace_student"}   # written by their own stages (rules/teacher.smk, student.smk)
 GRADIENT_SOURCES = [s for s in EDGE_SOURCES if s not in STAGED_SOURCES]
 UIS_SOURCES = ["none"] + EDGE_SOURCES  # 'none' = the base proposals without BGP (baseline row)
 PROPOSALS = config["proposals"]["method"]
@@ -62,6 +62,7 @@ def as_json(block):
 include: "rules/data.smk"
 include: "rules/edges.smk"
 include: "rules/teacher.smk"
+include: "rules/student.smk"
 include: "rules/proposals.smk"
 include: "rules/group.smk"
 include: "rules/score.smk"
@@ -78,4 +79,5 @@ rule all:
         f"{R}/figures/qualitative.pdf",
         teacher_targets(),
         teacher_figure_targets(),
+        student_targets(),
     default_target: True

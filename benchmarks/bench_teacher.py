@@ -27,8 +27,12 @@ the load average before and after each case: the machine may be shared.
 
 Memory: torch's CPU allocations are invisible to ``tracemalloc``, so the peak is read from the
 kernel: ``VmHWM`` (peak resident set) in ``/proc/self/status``, reset to the current RSS before each
-timed run by writing ``5`` to ``/proc/self/clear_refs`` (Linux >= 4.0). ``peak_extra_mb`` = VmHWM
-after the run minus VmRSS right after the reset (inputs already resident), maximum over repeats.
+timed run by writing ``5`` to ``/proc/self/clear_refs`` (Linux >= 4.0), after glibc ``malloc_trim(0)``
+has handed freed heap pages back (else buffers reusing memory freed earlier never raise the RSS).
+``peak_extra_mb`` = VmHWM after the run minus VmRSS right after the reset (inputs already resident),
+maximum over repeats: the RSS growth the run causes with the normal allocator (fragmentation
+included). ``--malloc strict`` runs the workers with every buffer >= 128 KiB mmapped and unmapped on
+free, which brings the number down to about the peak of live bytes (slower; a cross-check).
 Where clear_refs cannot be written the fallback is ``ru_maxrss`` minus the RSS after building the
 inputs (only one meaningful run per process then; recorded in the JSON). The method is checked at
 start-up in a subprocess on a known 1 GiB tensor (``torch.ones``) and the result is recorded.
@@ -163,9 +167,11 @@ class PeakRSS:
     """
 
     def __init__(self, status_reader: Callable[[], str] | None = None,
-                 clear: Callable[[], None] | None = None, maxrss_mb: Callable[[], float] | None = None):
+                 clear: Callable[[], None] | None = None, maxrss_mb: Callable[[], float] | None = None,
+                 trim: Callable[[], None] | None = None):
         self._status = status_reader or (lambda: Path("/proc/self/status").read_text())
         self._clear = clear or _clear_refs
+        self._trim = trim or _malloc_trim
         self._maxrss = maxrss_mb or _ru_maxrss_mb
         self.method = "vmhwm"
         self.base_mb: float | None = None
@@ -174,6 +180,7 @@ class PeakRSS:
         return parse_proc_status(self._status())["VmRSS"]
 
     def reset(self) -> None:
+        self._trim()  # hand freed-but-resident heap back, so reusing it during the run counts again
         if self.method == "vmhwm":
             try:
                 self._clear()
@@ -207,6 +214,20 @@ def measure(fn: Callable[[], Any], probe: PeakRSS, clock: Callable[[], float] = 
 def _clear_refs() -> None:
     with open("/proc/self/clear_refs", "w") as fh:
         fh.write("5")
+
+
+def _malloc_trim() -> None:
+    """glibc ``malloc_trim(0)``: return free heap pages to the OS (no-op where unavailable).
+
+    Without it, memory freed earlier (input construction, a previous repeat) stays resident in
+    glibc's heap and is silently reused, so a run's small and medium buffers (below glibc's dynamic
+    mmap threshold, up to 32 MiB) would not raise the RSS high-water mark at all."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _ru_maxrss_mb() -> float:
@@ -443,9 +464,13 @@ def _run_worker(argv: list[str]) -> dict[str, Any]:
     return out
 
 
+STRICT_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "0"}
+_WORKER_ENV: dict[str, str] = {}
+
+
 def _run_worker_inner(argv: list[str]) -> dict[str, Any]:
     env = dict(os.environ, TRACE_EDGES_NO_PROGRESS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error",
-               PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+               PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""), **_WORKER_ENV)
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
         out_path = fh.name
     try:
@@ -490,6 +515,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--case-budget-s", type=float, default=100.0,
                     help="per (grid, method): stop repeating once another run would exceed this many seconds "
                          "in total (at least one run; 0 = always --repeats)")
+    ap.add_argument("--malloc", choices=("default", "strict"), default="default",
+                    help="strict: workers run with glibc MALLOC_MMAP_THRESHOLD_=131072 MALLOC_TRIM_THRESHOLD_=0 "
+                         "(every buffer >= 128 KiB mmapped and unmapped on free: peak RSS ~ peak live bytes, "
+                         "no fragmentation; slower). default: the normal allocator (what a real run sees)")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--logit-std", type=float, default=2.0)
     ap.add_argument("--step-noise", type=float, default=0.3)
@@ -513,6 +542,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy as np
 
+    if args.malloc == "strict":
+        _WORKER_ENV.update(STRICT_MALLOC_ENV)
     grids = parse_int_list(args.grids)
     methods = [m for m in args.methods.split(",") if m]
     if "naive" not in methods:
@@ -583,15 +614,19 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(),
         "settings": {"grids": grids, "heads": args.heads, "head_dim": args.head_dim, "blocks": args.blocks,
                      "chunk": args.chunk, "repeats": args.repeats, "case_budget_s": args.case_budget_s,
+                     "malloc": args.malloc,
                      "logit_std": args.logit_std,
                      "step_noise": args.step_noise, "seed": args.seed, "dtype": "float32",
                      "workload": "ABDiv at 2 steps + 1 IEP point (D(SA_prev||SA_curr)), per method",
                      "note": f"{args.blocks} blocks per step (real SD3.5-L: 38 blocks x 38 heads; SD3.5-M: 24 x 24)"},
         "memory_method": {
-            "description": "VmHWM (kernel peak RSS) from /proc/self/status, reset to current RSS by writing 5 to "
-                           "/proc/self/clear_refs before each timed run; peak_extra = VmHWM - VmRSS at reset; "
-                           "fresh subprocess per case; inputs are resident before the reset (not counted). "
-                           "tracemalloc does not see torch CPU tensors (see verification).",
+            "description": "VmHWM (kernel peak RSS) from /proc/self/status; before each timed run glibc "
+                           "malloc_trim(0) hands freed heap pages back and writing 5 to /proc/self/clear_refs "
+                           "resets VmHWM to the current RSS; peak_extra = VmHWM after the run - VmRSS at the "
+                           "reset (max over repeats). Fresh subprocess per case; the inputs are resident before "
+                           "the reset (not counted). With --malloc default this is the RSS growth the normal "
+                           "allocator really causes (fragmentation included); --malloc strict approximates peak "
+                           "live bytes. tracemalloc does not see torch CPU tensors (see verification).",
             "verification": verify},
         "divergence_rows": rows,
         "ratios": ratios,

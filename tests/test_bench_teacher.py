@@ -109,7 +109,8 @@ class FakeProc:
 
 def test_peak_rss_vmhwm_and_measure(bt):
     proc = FakeProc(200.0)
-    probe = bt.PeakRSS(status_reader=proc.status, clear=proc.clear)
+    trims = []
+    probe = bt.PeakRSS(status_reader=proc.status, clear=proc.clear, trim=lambda: trims.append(1))
     with pytest.raises(RuntimeError):
         probe.extra_mb()
     proc.alloc(1000.0)          # resident before the reset: not counted
@@ -122,6 +123,7 @@ def test_peak_rss_vmhwm_and_measure(bt):
 
     wall, extra, res = bt.measure(work, probe, clock=lambda: next(ticks))
     assert (wall, extra, res) == (2.5, 300.0, "ok") and probe.method == "vmhwm" and proc.clears == 1
+    assert len(trims) == 1  # the heap is trimmed before every reset
     # a second, smaller run is measured on its own thanks to the reset
     wall, extra, _ = bt.measure(lambda: (proc.alloc(50.0), proc.free(50.0)), probe, clock=iter([0.0, 1.0]).__next__)
     assert extra == 50.0 and proc.clears == 2
@@ -134,7 +136,7 @@ def test_peak_rss_falls_back_to_ru_maxrss(bt):
     def no_clear():
         raise PermissionError("read-only /proc")
 
-    probe = bt.PeakRSS(status_reader=proc.status, clear=no_clear, maxrss_mb=lambda: peak["v"])
+    probe = bt.PeakRSS(status_reader=proc.status, clear=no_clear, maxrss_mb=lambda: peak["v"], trim=lambda: None)
     probe.reset()
     assert probe.method == "ru_maxrss" and probe.base_mb == 100.0
     peak["v"] = 400.0

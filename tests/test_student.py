@@ -20,11 +20,6 @@ from trace_edges.config import validate
 from trace_edges.errors import ConfigError
 from trace_edges.teacher.labels import EDGE, IGNORE, INTERIOR
 
-# until provenance.STAGE_CODE lists the student stage (lead): the same modules as the teacher + student
-provenance.STAGE_CODE.setdefault("student", ("student", "teacher", "backbones", "stages", "edges/store.py",
-                                             "edges/base.py", "data/images.py", "data/coco.py", "io.py",
-                                             "provenance.py", "cache.py", "config.py", "report/style.py"))
-
 RES = 128
 BASE = {"lora": {"rank": 4, "alpha": 4, "dropout": 0.1},
         "train": {"epochs": 2, "batch_size": 1, "val_fraction": 0.25, "checkpoint_every": 2,
@@ -342,6 +337,9 @@ def test_infer_stage_and_edge_source(trained, data, tmp_path):
     run_infer(ckpt, data["manifest"], tmp_path / "edges", student=student)
     es = EdgeSet(tmp_path / "edges")
     assert es.source == "trace_student" and len(es) == 4 and es.provenance["stage"] == "student"
+    before = (tmp_path / "edges/manifest.json").read_bytes()
+    run_infer(ckpt, data["manifest"], tmp_path / "edges", student=student)  # every image reused
+    assert (tmp_path / "edges/manifest.json").read_bytes() == before
     rec = data["images"][1]
     stored = es.load(rec["id"], shape=(rec["height"], rec["width"]))
     assert stored.min() >= 0 and stored.max() <= 1 and stored.std() > 0

@@ -8,6 +8,7 @@ can act on print one message (what, which file, how to fix) and exit with status
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
@@ -25,6 +26,7 @@ COMMAND_MODULES = (
     "edges",
     "teacher",
     "teacher_figures",
+    "student",
     "proposals",
     "bgp",
     "wps",
@@ -78,6 +80,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.func(args)
     except TraceEdgesError as exc:
         print(f"trace-edges {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        where = f" while writing {exc.filename}" if exc.filename else ""
+        print(f"trace-edges {args.command}: error: no space left on device{where} ({exc.strerror})\n"
+              "  fix: free disk space (or move results/ to a larger disk) and rerun; every item finished "
+              "before the failure is kept and will not be recomputed, and no partial file was left behind",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"trace-edges {args.command}: interrupted; finished items are kept, rerun to resume",

@@ -37,6 +37,8 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "teacher": ("teacher", "backbones", "stages", "edges/store.py", "edges/base.py", "data/images.py",
                 "data/coco.py", "io.py", "provenance.py", "cache.py", "config.py"),
     "audit": ("audit.py", "provenance.py", "config.py"),
+    "student": ("student", "teacher", "backbones", "stages", "edges/store.py", "edges/base.py", "data/images.py",
+                "data/coco.py", "io.py", "provenance.py", "cache.py", "config.py", "report/style.py", "report/student_figures.py"),
     "build_tiny": ("backbones/tiny.py", "backbones/base.py"),
     "teacher_figures": ("report/teacher_figures.py", "report/style.py", "teacher", "backbones", "io.py"),
     "report": ("report", "edges/store.py", "data/images.py", "data/coco.py", "masks.py", "io.py"),

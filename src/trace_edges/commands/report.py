@@ -34,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out-pdf", required=True)
     p.set_defaults(func=run_figure)
 
+    register_student(sub)
+
 
 def run_tables(args: argparse.Namespace) -> None:
     from trace_edges.report.tables import build_tables
@@ -46,3 +48,22 @@ def run_figure(args: argparse.Namespace) -> None:
 
     qualitative_figure(args.manifest, _kv(args.edges), _kv(args.results), args.out_png, args.out_pdf,
                        image_ids=args.image_ids, dpi=args.dpi)
+
+
+def register_student(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("student-figure", help="student edges over training vs the teacher (paper Fig. 4 strip)")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--teacher-edges", required=True, help="edges/trace_teacher directory")
+    p.add_argument("--model", required=True, help="student model.safetensors (snapshots/ next to it)")
+    p.add_argument("--image-ids", nargs="*", type=int, default=[])
+    p.add_argument("--dpi", type=int, default=150)
+    p.add_argument("--out-png", required=True)
+    p.add_argument("--out-pdf", required=True)
+    p.set_defaults(func=run_student_figure)
+
+
+def run_student_figure(args: argparse.Namespace) -> None:
+    from trace_edges.report.student_figures import student_strip_figure
+
+    student_strip_figure(args.manifest, args.teacher_edges, args.model, args.out_png, args.out_pdf,
+                         image_ids=args.image_ids, dpi=args.dpi)

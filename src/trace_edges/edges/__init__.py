@@ -20,6 +20,7 @@ _REGISTRY: dict[str, type[EdgeSource] | str] = {
     "sobel": "trace_edges.edges.gradient:SobelSource",
     "canny": "trace_edges.edges.gradient:CannySource",
     "trace_teacher": "trace_edges.teacher.source:TeacherEdgeSource",
+    "trace_student": "trace_edges.student.source:StudentEdgeSource",
 }
 
 

@@ -71,7 +71,7 @@ def run_train(params: Mapping[str, Any], teacher_params: Mapping[str, Any], mani
     modified in place (LoRA injected). ``callback(step)``: see :meth:`Trainer.run`.
     """
     from trace_edges.student.model import StudentModel
-    from trace_edges.student.train import Trainer, make_sample, save_weights, split_train_val
+    from trace_edges.student.train import SampleSet, Trainer, save_weights, split_train_val
     from trace_edges.teacher.source import load_teacher_backbone
 
     manifest = load_manifest(manifest_path)
@@ -87,9 +87,9 @@ def run_train(params: Mapping[str, Any], teacher_params: Mapping[str, Any], mani
         "train": train_ids, "val": val_ids, "code": provenance.code_digest("student"),
         "data": {str(rec["id"]): [rec["sha256"], sha256_file(path)] for rec, path in items},
     })
-    samples = {str(rec["id"]): make_sample(model, rec["id"], load_rgb(rec["file"]), path) for rec, path in items}
-    trainer = Trainer(model, params, [samples[i] for i in train_ids], [samples[i] for i in val_ids], out_dir,
-                      seed=seed, key=key)
+    by_id = {str(rec["id"]): (rec["id"], rec["file"], path) for rec, path in items}
+    trainer = Trainer(model, params, SampleSet(model, [by_id[i] for i in train_ids]),
+                      SampleSet(model, [by_id[i] for i in val_ids]), out_dir, seed=seed, key=key)
     result = trainer.run(callback)
 
     weights = out_dir / "model.safetensors"
@@ -111,7 +111,9 @@ def run_train(params: Mapping[str, Any], teacher_params: Mapping[str, Any], mani
         "training_data": {"train_ids": train_ids, "val_ids": val_ids},
         "snapshots": trainer.snapshot_index(),
         "provenance": provenance.record("student", params=stage_params,
-                                        inputs=[manifest_path, labels_manifest], model=info),
+                                        inputs=[manifest_path, labels_manifest], model=info,
+                                        config={"student": dict(params), "seed": int(seed),
+                                                "teacher": {"backbone": _backbone_key(bspec)}}),
     }
     write_json(out_dir / "model.json", out)
     return out

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 import torch
 
+from trace_edges.student.model import edge_probability
 from trace_edges.teacher.labels import EDGE, IGNORE, INTERIOR
 
 
@@ -63,8 +64,6 @@ def student_loss(edge: torch.Tensor, labels: torch.Tensor, loss_params: Mapping[
                  image: torch.Tensor | None = None, recon: torch.Tensor | None = None) -> LossTerms:
     """The total loss from Ê ∈ [-1, 1] (``edge``), the pseudo-labels and, when ``rec_weight > 0``,
     the image I and its reconstruction Î."""
-    from trace_edges.student.model import edge_probability
-
     l_edge = dice_loss(edge_probability(edge), labels, float(loss_params["dice_smooth"]))
     total = float(loss_params["edge_weight"]) * l_edge
     w_rec = float(loss_params["rec_weight"])

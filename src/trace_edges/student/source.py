@@ -7,7 +7,8 @@ The workflow writes the same maps with the ``student_infer`` stage
 Parameters: the ``student`` config block (defaults from the schema) plus ``checkpoint``, the path
 of the trained ``model.safetensors`` (its ``model.json`` next to it names the backbone and the
 architecture). The stored architecture is authoritative; every ``lora`` / ``decoder`` key given
-explicitly must equal the stored one (a mismatch is a :class:`ConfigError`, never a silent reinterpretation).
+explicitly must equal the stored one (a mismatch is a :class:`ConfigError`, never a silent
+reinterpretation).
 """
 
 from __future__ import annotations

@@ -1,0 +1,103 @@
+# The TRACE student (paper §3.4, Fig. 4b): one-step self-distillation on the teacher's pseudo-labels,
+# then one forward pass at t = 0 per image, written as the `trace_student` edge source.
+# checkpoints/ and snapshots/ are deliberately NOT declared outputs: Snakemake deletes declared
+# outputs before a rerun, which would defeat resuming after a kill.
+
+SDIR = f"{R}/student/{TFAM}"
+
+
+def student_targets():
+    if "trace_student" not in EDGE_SOURCES:
+        return []
+    return [f"{SDIR}/model.json", f"{R}/figures/student_strip.png"]
+
+
+rule distill:
+    """Train LoRA + edge decoder on the teacher's ternary labels (resumable, seeded)."""
+    input:
+        manifest=f"{R}/data/manifest.json",
+        labels=f"{TDIR}/labels/manifest.json",
+        model=_model_input,
+        code=code("student"),
+    output:
+        model=f"{SDIR}/model.safetensors",
+        meta=f"{SDIR}/model.json",
+        curve=report(f"{SDIR}/training_curve.png", category="Student", caption="../docs/report/student.rst"),
+        metrics=f"{SDIR}/metrics.csv",
+    params:
+        student=as_json(config["student"]),
+        teacher=as_json(TEACHER),
+        seed=config["seed"],
+        out_dir=SDIR,
+    log:
+        f"{LOGS}/student/distill.log",
+    benchmark:
+        f"{BENCH}/student/distill.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=4000 if TBB["tiny"] else 40000,
+        runtime=15 if TBB["tiny"] else 1440,
+    conda:
+        ENV
+    shell:
+        "{TE} student-train --params '{params.student}' --teacher-params '{params.teacher}' "
+        "--manifest {input.manifest} --labels {input.labels} --out-dir {params.out_dir} --seed {params.seed} "
+        "--threads {threads} > {log} 2>&1"
+
+
+rule student_infer:
+    """One forward pass at t = 0 per image -> the `trace_student` edge maps."""
+    input:
+        model=f"{SDIR}/model.safetensors",
+        meta=f"{SDIR}/model.json",
+        manifest=f"{R}/data/manifest.json",
+        code=code("student"),
+    output:
+        f"{R}/edges/trace_student/manifest.json",
+    params:
+        out_dir=f"{R}/edges/trace_student",
+    log:
+        f"{LOGS}/student/infer.log",
+    benchmark:
+        f"{BENCH}/student/infer.tsv"
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=3000,
+        runtime=10 if TBB["tiny"] else 120,
+    conda:
+        ENV
+    shell:
+        "{TE} student-infer --model {input.model} --manifest {input.manifest} --out-dir {params.out_dir} "
+        "--threads {threads} > {log} 2>&1"
+
+
+rule student_figure:
+    """Paper Fig. 4 analogue: student edges at the training snapshots beside the teacher's."""
+    input:
+        manifest=f"{R}/data/manifest.json",
+        teacher=f"{R}/edges/trace_teacher/manifest.json",
+        model=f"{SDIR}/model.safetensors",
+        meta=f"{SDIR}/model.json",
+        code=code("student"),
+    output:
+        png=report(f"{R}/figures/student_strip.png", category="Student", caption="../docs/report/student.rst"),
+        pdf=f"{R}/figures/student_strip.pdf",
+    params:
+        ids=" ".join(str(i) for i in config["report"]["qualitative_images"]),
+        dpi=config["report"]["dpi"],
+        teacher_dir=f"{R}/edges/trace_teacher",
+    log:
+        f"{LOGS}/figures/student_strip.log",
+    benchmark:
+        f"{BENCH}/figures/student_strip.tsv"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "{TE} student-figure --manifest {input.manifest} --teacher-edges {params.teacher_dir} --model {input.model} "
+        "--image-ids {params.ids} --dpi {params.dpi} --out-png {output.png} --out-pdf {output.pdf} > {log} 2>&1"

@@ -1,0 +1,62 @@
+"""Paper Fig. 4 analogue: the student's edges over training, beside the teacher's.
+
+One row per image: image | GT instance edges | teacher (ABDiv at t*) | student at each training
+snapshot (e.g. 0 %, 20 %, 40 %, 100 %). Snapshots are the LoRA + decoder weights saved during
+training (``student/<family>/snapshots/``), loaded into the same model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from trace_edges.data.coco import load_manifest
+from trace_edges.data.images import load_rgb, read_png
+from trace_edges.edges.store import EdgeSet
+from trace_edges.io import read_json
+from trace_edges.report import style
+
+
+def student_strip_figure(manifest_path: str | Path, teacher_edges: str | Path, model_path: str | Path,
+                         out_png: str | Path, out_pdf: str | Path, *, image_ids: Sequence[int] = (),
+                         dpi: int = 150, n_images: int = 3) -> None:
+    import matplotlib.pyplot as plt
+
+    from trace_edges.student.infer import load_student, load_weights, predict_edge, read_model_json
+
+    style.apply()
+    manifest = load_manifest(manifest_path)
+    recs = {r["id"]: r for r in manifest["images"]}
+    ids = [i for i in image_ids if i in recs][:n_images] or sorted(recs)[:n_images]
+    teacher = EdgeSet(teacher_edges)
+    meta = read_model_json(model_path)
+    snap_dir = Path(model_path).parent / "snapshots"
+    index = read_json(snap_dir / "index.json", what="student snapshot index")
+    snaps = sorted(index["snapshots"], key=lambda s: s["fraction"])
+    model = load_student(model_path)
+    maps: dict[float, dict[int, np.ndarray]] = {}
+    for snap in snaps:
+        load_weights(model, snap_dir / snap["file"])
+        maps[snap["fraction"]] = {i: predict_edge(model, load_rgb(recs[i]["file"])) for i in ids}
+    cols = ["image", "GT instance\nedges", "teacher\n(ABDiv at t*)"] + \
+        [f"student {100 * s['fraction']:.0f}%\n(step {s['step']})" for s in snaps]
+    fig, axes = plt.subplots(len(ids), len(cols), figsize=(1.15 * len(cols), 1.0 * len(ids) + 0.4), squeeze=False)
+    for r, iid in enumerate(ids):
+        rec = recs[iid]
+        panels = [load_rgb(rec["file"]), ndimage.binary_dilation(read_png(rec["edge_gt"]) > 0, iterations=1),
+                  teacher.load(iid)] + [maps[s["fraction"]][iid] for s in snaps]
+        for c, panel in enumerate(panels):
+            ax = axes[r, c]
+            ax.imshow(panel, cmap="gray" if panel.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(cols[c])
+            if c == 0:
+                ax.set_ylabel(str(iid))
+    note = " — tiny random model: machinery check, not the paper's result" if meta.get("backbone", {}).get("tiny") else ""
+    fig.suptitle(f"Student edges over training vs the teacher (paper Fig. 4 analogue){note}", fontsize=7)
+    style.save(fig, out_png, out_pdf, dpi=dpi)
