@@ -66,6 +66,7 @@ include: "rules/student.smk"
 include: "rules/proposals.smk"
 include: "rules/group.smk"
 include: "rules/score.smk"
+include: "rules/ablations.smk"
 include: "rules/figures.smk"
 include: "rules/audit.smk"
 
@@ -80,4 +81,8 @@ rule all:
         teacher_targets(),
         teacher_figure_targets(),
         student_targets(),
+        speed_targets(),
+        ablation_targets(),
+        backbone_figure_targets(),
+        f"{R}/paper_vs_ours.md",
     default_target: True

@@ -117,3 +117,111 @@ rule teacher_figure:
         "{TE} teacher-figure --figure {wildcards.fig} --params '{params.teacher}' --manifest {input.manifest} "
         "{params.image} --iep {input.iep} --seed {params.seed} --dpi {params.dpi} "
         "--out-png {output.png} --out-pdf {output.pdf} --threads {threads} > {log} 2>&1"
+
+
+# ---- teacher vs student latency (benchmarks/bench_speed.py, measured outside the DAG) ---------
+# Timing is not a workflow job (parallel jobs would distort it): the benchmark script writes
+# results/benchmarks/speed_<preset>.json, a tracked file; this rule only draws it. Without that file
+# (e.g. the paper preset before anyone ran the benchmark on a GPU) the figure is not a target.
+SPEED_JSON = f"results/benchmarks/speed_{PRESET}.json"
+
+
+def speed_targets():
+    return [f"{R}/figures/speed.{ext}" for ext in ("png", "pdf")] if os.path.exists(SPEED_JSON) else []
+
+
+rule speed_figure:
+    """Teacher (trajectory + IEP + ABDiv) vs student (one pass) ms/img, ours beside the paper's 81x."""
+    input:
+        speed=SPEED_JSON,
+        code=code("report"),
+    output:
+        png=report(f"{R}/figures/speed.png", category="Student", caption="../docs/report/speed.rst"),
+        pdf=f"{R}/figures/speed.pdf",
+    params:
+        dpi=config["report"]["dpi"],
+    log:
+        f"{LOGS}/figures/speed.log",
+    benchmark:
+        f"{BENCH}/figures/speed.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        ENV
+    shell:
+        "{TE} report-speed --speed-json {input.speed} --dpi {params.dpi} --out-png {output.png} "
+        "--out-pdf {output.pdf} > {log} 2>&1"
+
+
+# ---- every number of the paper beside ours (generated; docs in src/trace_edges/report/paper_vs_ours.py)
+rule paper_vs_ours:
+    """results/<preset>/paper_vs_ours.md (+ the latest run's copy at results/paper_vs_ours.md)."""
+    input:
+        summary=f"{R}/tables/summary.json",
+        ablations=[f"{R}/ablations/ablations_tidy.csv"] if AB_ON else [],
+        speed=[SPEED_JSON] if os.path.exists(SPEED_JSON) else [],
+        numbers="src/trace_edges/report/paper_numbers.yaml",
+        code=code("report"),
+    output:
+        preset=f"{R}/paper_vs_ours.md",
+        latest="results/paper_vs_ours.md",
+    params:
+        config=as_json(config),
+        ablations=f"--ablations {R}/ablations/ablations_tidy.csv" if AB_ON else "",
+        speed=f"--speed {SPEED_JSON}" if os.path.exists(SPEED_JSON) else "",
+    log:
+        f"{LOGS}/paper_vs_ours.log",
+    benchmark:
+        f"{BENCH}/paper_vs_ours.tsv"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    conda:
+        ENV
+    shell:
+        "{TE} report-paper-vs-ours --config '{params.config}' --summary {input.summary} {params.ablations} "
+        "{params.speed} --out {output.preset} {output.latest} > {log} 2>&1"
+
+
+# ---- Fig. 8 analogue: self-attention PCA per backbone (the `backbone` ablation grid's teachers) --
+_BB_CELLS = [c for c in AB_EXP.cells if c.grid == "backbone" and c.edges == "teacher"]
+BACKBONE_BLOCKS = {c.cell: AB_TEACHERS[c.variant] for c in _BB_CELLS}
+
+
+def backbone_figure_targets():
+    return [f"{R}/figures/backbones_pca.{ext}" for ext in ("png", "pdf")] if BACKBONE_BLOCKS else []
+
+
+rule figure_backbones:
+    """SA PCA at τ = 0 and at t*, and ABDiv at t*, for every backbone of the `backbone` grid (Fig. 8)."""
+    input:
+        manifest=f"{R}/data/manifest.json",
+        models=[m for b in BACKBONE_BLOCKS.values() for m in tiny_model_input(b["backbone"])],
+        code=code("teacher_figures"),
+    output:
+        png=report(f"{R}/figures/backbones_pca.png", category="Teacher", caption="../docs/report/teacher_figures.rst"),
+        pdf=f"{R}/figures/backbones_pca.pdf",
+    params:
+        backbones=as_json(BACKBONE_BLOCKS),
+        teacher=as_json(TEACHER),
+        image=f"--image-id {_TFIG_IMAGE}" if _TFIG_IMAGE is not None else "--image-id first",
+        dpi=config["report"]["dpi"],
+        seed=config["seed"],
+    log:
+        f"{LOGS}/figures/backbones_pca.log",
+    benchmark:
+        f"{BENCH}/figures/backbones_pca.tsv"
+    threads: 1
+    resources:
+        gpu=0 if TBB["tiny"] else 1,
+        mem_mb=4000 if TBB["tiny"] else 80000,
+        runtime=20 if TBB["tiny"] else 240,
+    conda:
+        ENV
+    shell:
+        "{TE} teacher-figure --figure backbones --params '{params.teacher}' --backbones '{params.backbones}' "
+        "--manifest {input.manifest} {params.image} --seed {params.seed} --dpi {params.dpi} "
+        "--out-png {output.png} --out-pdf {output.pdf} --threads {threads} > {log} 2>&1"

@@ -1,11 +1,44 @@
 # Base instance proposals for UIS (the baselines TRACE refines).
 
+MASKCUT = config["proposals"]["maskcut"]
+MASKCUT_TINY = PROPOSALS == "maskcut" and MASKCUT["tiny"]
+MASKCUT_GPU = PROPOSALS == "maskcut" and not MASKCUT["tiny"] and MASKCUT["device"] != "cpu"
+
+
+def _proposals_model(wildcards):
+    """MaskCut's tiny ViT, so Snakemake builds it first; other methods and hub models need none."""
+    return [f"{MASKCUT['model']}/config.json"] if MASKCUT_TINY else []
+
+
+rule build_tiny_vit:
+    """A tiny random ViT in transformers layout for MaskCut (embedded default only)."""
+    input:
+        code=code("build_tiny_vit"),
+    output:
+        f"{MASKCUT['model']}/config.json",
+    params:
+        out_dir=MASKCUT["model"],
+        seed=config["seed"],
+    log:
+        f"{LOGS}/proposals/build_tiny_vit.log",
+    benchmark:
+        f"{BENCH}/proposals/build_tiny_vit.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        ENV
+    shell:
+        "{TE} build-tiny-vit --seed {params.seed} --out-dir {params.out_dir} > {log} 2>&1"
+
 
 rule proposals:
-    """Base proposals as a COCO results JSON (felzenszwalb offline, or an external JSON)."""
+    """Base proposals as a COCO results JSON (felzenszwalb offline, maskcut on a DINO ViT, or an external JSON)."""
     input:
         manifest=f"{R}/data/manifest.json",
         external=([config["proposals"]["external"]["path"]] if PROPOSALS == "external" else []),
+        model=_proposals_model,
         code=code("proposals"),
     output:
         f"{R}/proposals/{PROPOSALS}/proposals.json",
@@ -15,10 +48,11 @@ rule proposals:
         f"{LOGS}/proposals/{PROPOSALS}.log",
     benchmark:
         f"{BENCH}/proposals/{PROPOSALS}.tsv"
-    threads: 1
+    threads: 8 if MASKCUT_GPU else 1  # MaskCut: cores for the BLAS eigen-solves of the 3600-node graph
     resources:
-        mem_mb=3000,
-        runtime=60,
+        gpu=1 if MASKCUT_GPU else 0,
+        mem_mb=16000 if MASKCUT_GPU else 3000,
+        runtime=2880 if MASKCUT_GPU else 60,  # ~10-20 s per COCO image; per-image resume
     conda:
         ENV
     shell:

@@ -15,25 +15,37 @@ def teacher_targets():
     return [f"{TDIR}/iep.json", f"{TDIR}/labels/manifest.json"]
 
 
+def tiny_model_input(backbone):
+    """A tiny model's build output (so Snakemake builds it first); hub models need no input.
+    Tiny models live at build/models/tiny-<family> (rule build_tiny_model)."""
+    if not backbone["tiny"]:
+        return []
+    expected = f"build/models/tiny-{backbone['family']}"
+    if os.path.normpath(backbone["model"]) != expected:
+        raise ValueError(f"config: a tiny {backbone['family']} model must live at {expected} "
+                         f"(got model: {backbone['model']!r}); fix: set model: {expected} or tiny: false")
+    return [f"{expected}/model_index.json"]
+
+
 def _model_input(wildcards):
-    """The tiny model's build output, so Snakemake builds it first; hub models need no input."""
-    return [f"{TBB['model']}/model_index.json"] if TBB["tiny"] else []
+    return tiny_model_input(TBB)
 
 
 rule build_tiny_model:
-    """A tiny random model of the teacher's architecture in diffusers layout (embedded default only)."""
+    """A tiny random model of one backbone architecture in diffusers layout (embedded default only)."""
     input:
         code=code("build_tiny"),
     output:
-        f"{TBB['model']}/model_index.json",
+        "build/models/tiny-{family}/model_index.json",
     params:
-        out_dir=TBB["model"],
-        family=TFAM,
+        out_dir="build/models/tiny-{family}",
         seed=config["seed"],
+    wildcard_constraints:
+        family="sd15|sdxl|sd3|pixart|flux",
     log:
-        f"{LOGS}/teacher/build_tiny_model.log",
+        f"{LOGS}/teacher/build_tiny_model_{{family}}.log",
     benchmark:
-        f"{BENCH}/teacher/build_tiny_model.tsv"
+        f"{BENCH}/teacher/build_tiny_model_{{family}}.tsv"
     threads: 1
     resources:
         mem_mb=2000,
@@ -41,7 +53,7 @@ rule build_tiny_model:
     conda:
         ENV
     shell:
-        "{TE} build-tiny --family {params.family} --seed {params.seed} --out-dir {params.out_dir} > {log} 2>&1"
+        "{TE} build-tiny --family {wildcards.family} --seed {params.seed} --out-dir {params.out_dir} > {log} 2>&1"
 
 
 rule invert:
@@ -81,6 +93,8 @@ rule iep:
         code=code("teacher"),
     output:
         f"{TDIR}/iep.json",
+    params:
+        fixed_t="" if TEACHER["t_star"] is None else f"--fixed-t {TEACHER['t_star']}",
     log:
         f"{LOGS}/teacher/iep.log",
     benchmark:
@@ -92,7 +106,7 @@ rule iep:
     conda:
         ENV
     shell:
-        "{TE} iep --shards {input.shards} --out {output} > {log} 2>&1"
+        "{TE} iep --shards {input.shards} --out {output} {params.fixed_t} > {log} 2>&1"
 
 
 rule abdiv_labels:

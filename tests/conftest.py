@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,3 +22,25 @@ def project_root() -> Path:
 @pytest.fixture(scope="session")
 def coco_mini() -> Path:
     return COCO_MINI
+
+
+@dataclass(frozen=True)
+class EmbeddedRun:
+    workdir: Path                 # a git repo holding a copy of the project, after the run
+    commit: str                   # the snapshot commit the run ran on
+    digest: dict[str, str]        # workflow_helpers.results_digest right after the run
+
+
+@pytest.fixture(scope="session")
+def embedded_run(tmp_path_factory) -> EmbeddedRun:
+    """One full local run (`snakemake --cores 2`) of the embedded default in a copy of the project.
+
+    Done once per session: tests/test_workflow_e2e.py checks it (and later modifies the copy:
+    DVC, audit), tests/test_cluster.py runs a clone of `commit` through the SLURM profile and
+    compares it with `digest`, taken before any test touched the copy."""
+    from workflow_helpers import head_commit, make_snapshot, results_digest, snakemake
+
+    wd = make_snapshot(tmp_path_factory.mktemp("project"))
+    commit = head_commit(wd)
+    snakemake(["--cores", "2"], wd, timeout=3600)
+    return EmbeddedRun(workdir=wd, commit=commit, digest=results_digest(wd))

@@ -53,6 +53,7 @@ def test_defaults_fill_missing_nested_keys():
     ({"preset": "has space"}, "preset"),
     ({"bgp": {"typo_key": 1}}, "bgp"),
     ({"seed": -1}, "seed"),
+    ({"teacher": {"mode": "fast", "divergence": "jsd"}}, "teacher.divergence"),  # cross-field: fast needs kl
 ])
 def test_invalid_values_are_rejected_with_location(bad, where):
     with pytest.raises(ConfigError) as ei:

@@ -88,8 +88,8 @@ def test_params_validation():
 def test_registry():
     assert get_proposer("felzenszwalb") is felzenszwalb_proposals
     assert get_proposer("external") is load_external
-    with pytest.raises(ConfigError, match="maskcut"):
-        get_proposer("maskcut")
+    with pytest.raises(ConfigError, match="maskcut"):  # the message lists the known methods
+        get_proposer("normalized_cut")
 
 
 # --------------------------------------------------------------------------------------------

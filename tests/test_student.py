@@ -18,7 +18,7 @@ from trace_edges.backbones import load_backbone
 from trace_edges.backbones.tiny import tiny_model_dir, tiny_spec
 from trace_edges.config import validate
 from trace_edges.errors import ConfigError
-from trace_edges.teacher.labels import EDGE, IGNORE, INTERIOR
+from trace_edges.teacher.labels import EDGE, IGNORE
 
 RES = 128
 BASE = {"lora": {"rank": 4, "alpha": 4, "dropout": 0.1},
@@ -47,28 +47,16 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory, coco_mini):
-    """4 prepared images + teacher-layout labels: edge = Sobel above its 85th percentile,
-    interior = below the median, ignore in between (both classes present in every image)."""
+    """4 prepared images + teacher-layout labels (tests/pseudo_labels.py: Sobel quantiles)."""
+    from pseudo_labels import write_sobel_pseudo_labels
+
     from trace_edges.data.coco import prepare
-    from trace_edges.data.images import load_rgb, write_png
-    from trace_edges.edges import get_edge_source
-    from trace_edges.io import write_json
 
     root = tmp_path_factory.mktemp("student_data")
     cfg = validate({"data": {"root": str(coco_mini), "max_images": 4}})
     manifest = prepare(cfg["data"], cfg["edge_gt"], root / "data")
-    sobel = get_edge_source("sobel")
-    entries = {}
-    for rec in manifest["images"]:
-        e = sobel.compute(load_rgb(rec["file"]))
-        lab = np.full(e.shape, IGNORE, np.uint8)
-        lab[e > np.quantile(e, 0.85)] = EDGE
-        lab[e < np.quantile(e, 0.5)] = INTERIOR
-        write_png(root / f"teacher/sd3/labels/image/{rec['id']}.png", lab)
-        entries[str(rec["id"])] = {"labels_image": f"labels/image/{rec['id']}.png"}
-    write_json(root / "teacher/sd3/labels/manifest.json", {"images": entries})
-    return {"root": root, "manifest": root / "data/manifest.json",
-            "labels": root / "teacher/sd3/labels/manifest.json", "images": manifest["images"]}
+    labels = write_sobel_pseudo_labels(manifest["images"], root / "teacher/sd3")
+    return {"root": root, "manifest": root / "data/manifest.json", "labels": labels, "images": manifest["images"]}
 
 
 def teacher_params():

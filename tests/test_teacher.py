@@ -105,3 +105,32 @@ def test_missing_shard_is_a_clear_error(tmp_path, coco_mini):
     prepare(cfg["data"], cfg["edge_gt"], tmp_path / "data")
     with pytest.raises(ConfigError, match="shard 5 does not exist"):
         run_invert(cfg["teacher"], tmp_path / "data/manifest.json", 5, tmp_path / "inv")
+
+
+def test_teacher_cell_equals_the_three_stages_and_fixed_t(tmp_path, coco_mini):
+    """teacher-cell (ablations) = invert + iep + abdiv_labels in one process; t_star fixes t*."""
+    from trace_edges.data.coco import prepare
+    from trace_edges.stages.teacher import nearest_step, run_abdiv_labels, run_iep, run_invert, run_teacher_cell
+
+    cfg = validate({"data": {"root": str(coco_mini), "max_images": 2},
+                    "teacher": {"backbone": {"model": str(tiny_model_dir("sd3"))}}})
+    prepare(cfg["data"], cfg["edge_gt"], tmp_path / "data")
+    manifest = tmp_path / "data/manifest.json"
+    tp = cfg["teacher"]
+    run_invert(tp, manifest, 0, tmp_path / "s/invert")
+    run_iep([tmp_path / "s/invert/shard_0.json"], tmp_path / "s/iep.json")
+    run_abdiv_labels(tp, manifest, tmp_path / "s/iep.json", tmp_path / "s/invert", tmp_path / "s", tmp_path / "s_edges")
+    run_teacher_cell(tp, manifest, tmp_path / "c", tmp_path / "c_edges")
+    for rec in json.loads(manifest.read_text())["images"]:
+        assert np.array_equal(EdgeSet(tmp_path / "s_edges").load(rec["id"]), EdgeSet(tmp_path / "c_edges").load(rec["id"]))
+    lat = json.loads((tmp_path / "c/latency.json").read_text())
+    assert lat["ms_per_image"] > 0 and len(lat["walls_s"]) == 2
+
+    assert nearest_step([0, 99, 199, 299], 300) == 299 and nearest_step([0, 99, 199], 149) == 99
+    fixed = run_teacher_cell(dict(tp, t_star=300), manifest, tmp_path / "f", tmp_path / "f_edges")
+    assert set(fixed["iep"]["t_star_histogram"]) == {"299"} and fixed["iep"]["t_star_rule"] == "fixed t = 300"
+    a = EdgeSet(tmp_path / "c_edges").load(json.loads(manifest.read_text())["images"][0]["id"])
+    b = EdgeSet(tmp_path / "f_edges").load(json.loads(manifest.read_text())["images"][0]["id"])
+    iep = json.loads((tmp_path / "c/iep.json").read_text())
+    if all(v["t_star"] != 299 for v in iep["images"].values()):
+        assert not np.array_equal(a, b)   # another timestep -> another map

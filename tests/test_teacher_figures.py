@@ -303,3 +303,19 @@ def test_cli_neighbours_from_a_manifest(tmp_path, cli_main, coco_mini, capsys):
     rc = cli_main(["teacher-figure", "--figure", "neighbours", *common, "--image-id", "1",
                    "--out-png", str(tmp_path / "x.png"), "--out-pdf", str(tmp_path / "x.pdf")])
     assert rc == 2 and "not in the manifest" in capsys.readouterr().err
+
+
+def test_backbones_pca_figure_one_row_per_backbone(tmp_path, coco_mini):
+    """Fig. 8 analogue: each backbone's own trajectory, t* as run_teacher finds it."""
+    from trace_edges.teacher.trajectory import run_teacher
+
+    rgb = load_rgb(coco_mini / "images" / "000000037777.jpg")
+    runs = []
+    for fam in ("sd15", "sd3"):
+        p = validate({"backbone": {"family": fam, "model": str(tiny_model_dir(fam))}}, block="teacher")
+        runs.append((fam, tiny_backbone(fam), p))
+    out = tf.backbones_pca_figure(runs, rgb, tmp_path / "b.png", tmp_path / "b.pdf")
+    assert list(out) == ["sd15", "sd3"]
+    for fam, bb, p in runs:
+        assert out[fam]["t_star"] == run_teacher(bb, rgb, p).t_star
+    assert (tmp_path / "b.png").stat().st_size > 20_000 and (tmp_path / "b.pdf").stat().st_size > 5_000

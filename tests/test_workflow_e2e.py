@@ -1,6 +1,7 @@
 """End to end: the embedded workflow in a temporary copy of the project, as a reviewer runs it.
 
-One real `snakemake --cores 2` run (a few minutes on 2 cores) feeds every test in this module:
+One real `snakemake --cores 2` run (a few minutes on 2 cores; conftest.embedded_run, shared with
+tests/test_cluster.py) feeds every test in this module:
 outputs exist and make sense, a second invocation does nothing, stages are deterministic, the
 DVC reviewer flow (push -> fresh clone -> trace-edges pull -> nothing to do) holds, and the
 paper preset's dry run lists every stage.
@@ -8,76 +9,19 @@ paper preset's dry run lists every stage.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from workflow_helpers import PY, digest_tree, run, snakemake
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
-PY = sys.executable
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["TRACE_EDGES_NO_PROGRESS"] = "1"
-    env["PATH"] = str(Path(PY).parent) + os.pathsep + env.get("PATH", "")
-    env.setdefault("GIT_AUTHOR_NAME", "test")
-    env.setdefault("GIT_AUTHOR_EMAIL", "test@example.invalid")
-    env.setdefault("GIT_COMMITTER_NAME", "test")
-    env.setdefault("GIT_COMMITTER_EMAIL", "test@example.invalid")
-    return env
-
-
-def run(cmd: list[str], cwd: Path, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = _env()
-    if (cwd / "src" / "trace_edges").is_dir():  # run the copy's own code, as the rules do
-        env["PYTHONPATH"] = str(cwd / "src")
-    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    if check and res.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}")
-    return res
-
-
-def snakemake(args: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
-    return run([PY, "-m", "snakemake", *args], cwd, **kw)
-
-
-def _project_files() -> list[str]:
-    """What a fresh clone holds: tracked + untracked-not-ignored files (so uncommitted work counts)."""
-    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-                         cwd=ROOT, capture_output=True, check=True).stdout.decode()
-    return [f for f in out.split("\0") if f and (ROOT / f).is_file()]
-
-
-def _digest_tree(base: Path, skip=("logs", "benchmarks")) -> dict[str, str]:
-    out = {}
-    for p in sorted(base.rglob("*")):
-        rel = p.relative_to(base)
-        if p.is_file() and rel.parts[0] not in skip:
-            out[str(rel)] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
-
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    """A git repo holding a copy of the project, after one full embedded run."""
-    wd = tmp_path_factory.mktemp("project")
-    for rel in _project_files():
-        dst = wd / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / rel, dst)
-    run(["git", "init", "-q"], wd)
-    run(["git", "add", "-A"], wd)
-    run(["git", "commit", "-qm", "snapshot"], wd)
-    snakemake(["--cores", "2"], wd, timeout=1800)
-    return wd
+def workdir(embedded_run) -> Path:
+    """A git repo holding a copy of the project, after one full embedded run (conftest.embedded_run)."""
+    return embedded_run.workdir
 
 
 R = Path("results/embedded")
@@ -86,7 +30,7 @@ R = Path("results/embedded")
 def test_outputs_exist_and_are_sane(workdir):
     tables = workdir / R / "tables"
     summary = json.loads((tables / "summary.json").read_text())
-    assert set(summary) == {"none", "sobel", "canny", "trace_teacher"}
+    assert set(summary) == {"none", "sobel", "canny", "trace_teacher", "trace_student"}
     for src, row in summary.items():
         for key in ("AP", "AP50", "AR100", "PQ", "SQ", "RQ"):
             assert row[key] is not None and 0.0 <= row[key] <= 1.0, (src, key)
@@ -105,7 +49,8 @@ def test_outputs_exist_and_are_sane(workdir):
     # every stage left its log and benchmark
     for rule in ("prepare", "edges/sobel", "proposals/felzenszwalb", "bgp/felzenszwalb/canny", "wps/none",
                  "score/uis_none", "score/wps_sobel", "score/edges_canny", "tables", "teacher/invert_0",
-                 "teacher/invert_1", "teacher/iep", "teacher/abdiv_labels", "teacher/build_tiny_model"):
+                 "teacher/invert_1", "teacher/iep", "teacher/abdiv_labels", "teacher/build_tiny_model_sd3",
+                 "student/distill", "student/infer"):
         assert (workdir / R / "logs" / f"{rule}.log").exists(), rule
         assert (workdir / R / "benchmarks" / f"{rule}.tsv").exists(), rule
     # provenance in the artifacts
@@ -116,6 +61,11 @@ def test_outputs_exist_and_are_sane(workdir):
     assert len(iep["images"]) == 16 and sum(iep["t_star_histogram"].values()) == 16
     teacher_edges = json.loads((workdir / R / "edges/trace_teacher/manifest.json").read_text())
     assert teacher_edges["provenance"]["model"]["family"] == "sd3"
+    # the student: a distilled checkpoint with its provenance, scored like every other edge source
+    student_edges = json.loads((workdir / R / "edges/trace_student/manifest.json").read_text())
+    assert student_edges["provenance"]["model"]["family"] == "sd3"
+    assert len(student_edges["provenance"]["params"]["model_sha256"]) == 64
+    assert summary["trace_student"]["ODS"] is not None and 0.0 <= summary["trace_student"]["ODS"] <= 1.0
     uis = json.loads((workdir / R / "metrics/uis/none.json").read_text())
     assert uis["num_images"] == 16 and uis["provenance"]["inputs"]
 
@@ -142,14 +92,14 @@ def test_stages_are_deterministic(workdir, tmp_path):
     params = json.dumps({"sources": ["canny"]})
     run([PY, "-m", "trace_edges", "edges", "--source", "canny", "--params", params, "--manifest", str(manifest),
          "--out-dir", str(tmp_path / "canny")], workdir)
-    a, b = _digest_tree(workdir / R / "edges/canny"), _digest_tree(tmp_path / "canny")
+    a, b = digest_tree(workdir / R / "edges/canny"), digest_tree(tmp_path / "canny")
     a = {k: v for k, v in a.items() if not k.startswith(".done")}
     b = {k: v for k, v in b.items() if not k.startswith(".done")}
     assert a == b and len(a) == 17
     run([PY, "-m", "trace_edges", "wps", "--config", "config.yaml", "--manifest", str(manifest),
          "--edges", str(workdir / R / "edges/sobel"), "--out", str(tmp_path / "wps/panoptic.json")], workdir)
-    a = _digest_tree(workdir / R / "wps/sobel")
-    b = _digest_tree(tmp_path / "wps")
+    a = digest_tree(workdir / R / "wps/sobel")
+    b = digest_tree(tmp_path / "wps")
     assert {k: v for k, v in a.items()} == {k: v for k, v in b.items()}
 
 
@@ -167,7 +117,7 @@ def test_dvc_reviewer_flow(workdir, tmp_path):
     run([PY, "-m", "trace_edges", "pull"], clone)
     res = snakemake(["-n", "--cores", "2"], clone)
     assert "Nothing to be done" in res.stdout + res.stderr
-    assert _digest_tree(clone / R) == _digest_tree(workdir / R)
+    assert digest_tree(clone / R) == digest_tree(workdir / R)
     # a pulled run that does not match the checkout is refused, not adopted
     cfg = clone / "config.yaml"
     cfg.write_text(cfg.read_text().replace("min_area: 64\n  edge_threshold", "min_area: 65\n  edge_threshold"))

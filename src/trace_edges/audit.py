@@ -195,4 +195,13 @@ def format_table(rows: list[Row], *, verbose: bool = False) -> str:
     lines.append("summary: " + ", ".join(f"{k} {v}" for k, v in summarize(rows).items()))
     ok = not any(r.status in FAILING for r in rows)
     lines.append("AUDIT PASSED" if ok else "AUDIT FAILED")
+    failed = {r.check for r in rows if r.status in FAILING}
+    if "hash" in failed:
+        lines.append("  fix (hash): the files on disk are not the recorded ones (corrupted, edited or stale): "
+                     "`dvc checkout <stage>` restores the recorded files from the DVC cache (`dvc pull <stage>` "
+                     "when the cache lacks them); to remake them instead, delete the differing files and rerun their "
+                     "rule (`snakemake --forcerun <rule>`: the other items are reused), then `dvc commit <stage>`")
+    if "provenance" in failed:
+        lines.append("  fix (provenance): the config or code changed since these artifacts were made: revert the "
+                     "change, or rerun `snakemake` to remake the affected stages (then `dvc commit <stage>`)")
     return "\n".join(lines)

@@ -52,7 +52,11 @@ _DefaultValidator = _extend_with_default(Draft202012Validator)
 
 def _format_error(err: jsonschema.ValidationError, where: str) -> str:
     loc = ".".join(str(p) for p in err.absolute_path) or "<top level>"
-    return f"{where}: invalid value at `{loc}`: {err.message}"
+    msg = f"{where}: invalid value at `{loc}`: {err.message}"
+    # a `const` that comes from a cross-field rule (if/then) says why only in its description
+    if err.validator == "const" and isinstance(err.schema, dict) and err.schema.get("description"):
+        msg += f" ({err.schema['description']})"
+    return msg
 
 
 def validate(config: Mapping[str, Any], *, block: str | None = None,

@@ -22,26 +22,32 @@ PACKAGE_DIR = Path(trace_edges.__file__).resolve().parent
 #: package modules (relative to ``src/trace_edges``) whose code each stage depends on.
 #: One source of truth: the Snakemake rules declare these files as inputs (so editing a
 #: module reruns exactly the stages that use it) and the per-item caches key on their digest.
+_LOOP = ("stages/__init__.py", "stages/_loop.py", "stages/_results.py")  # every stage runner uses them
 STAGE_CODE: dict[str, tuple[str, ...]] = {
     "prepare": ("data", "io.py", "provenance.py", "errors.py", "config.py"),
     "download": ("data/download.py", "data/coco_urls.py", "io.py", "errors.py"),
-    "edges": ("edges", "stages", "data/images.py", "data/coco.py", "io.py", "provenance.py", "cache.py"),
-    "proposals": ("proposals", "stages", "masks.py", "data/images.py", "data/coco.py", "io.py", "provenance.py",
-                  "cache.py"),
-    "bgp": ("bgp", "stages", "masks.py", "edges/store.py", "data/images.py", "data/coco.py", "io.py",
-            "provenance.py", "cache.py"),
-    "wps": ("bgp", "stages", "masks.py", "panoptic_io.py", "edges/store.py", "data/images.py", "data/coco.py",
+    "edges": (*_LOOP, "edges", "stages/edges.py", "data/images.py", "data/coco.py", "io.py", "provenance.py",
+              "cache.py"),
+    "proposals": (*_LOOP, "proposals", "stages/proposals.py", "masks.py", "data/images.py", "data/coco.py",
+                  "io.py", "provenance.py", "cache.py"),
+    "bgp": (*_LOOP, "bgp", "stages/bgp.py", "masks.py", "edges/store.py", "data/images.py", "data/coco.py",
             "io.py", "provenance.py", "cache.py"),
-    "score": ("metrics", "stages", "masks.py", "panoptic_io.py", "edges/store.py", "data/images.py",
-              "data/coco.py", "io.py", "provenance.py"),
-    "teacher": ("teacher", "backbones", "stages", "edges/store.py", "edges/base.py", "data/images.py",
-                "data/coco.py", "io.py", "provenance.py", "cache.py", "config.py"),
+    "wps": (*_LOOP, "bgp", "stages/wps.py", "masks.py", "panoptic_io.py", "edges/store.py", "data/images.py",
+            "data/coco.py", "io.py", "provenance.py", "cache.py"),
+    "score": (*_LOOP, "metrics", "stages/score.py", "masks.py", "panoptic_io.py", "edges/store.py",
+              "data/images.py", "data/coco.py", "io.py", "provenance.py"),
+    "teacher": (*_LOOP, "teacher", "backbones", "stages/teacher.py", "stages/shards.py", "edges/store.py",
+                "edges/base.py", "data/images.py", "data/coco.py", "io.py", "provenance.py", "cache.py",
+                "config.py"),
     "audit": ("audit.py", "provenance.py", "config.py"),
-    "student": ("student", "teacher", "backbones", "stages", "edges/store.py", "edges/base.py", "data/images.py",
-                "data/coco.py", "io.py", "provenance.py", "cache.py", "config.py", "report/style.py", "report/student_figures.py"),
+    "student": (*_LOOP, "student", "teacher", "backbones", "stages/student.py", "edges/store.py",
+                "edges/base.py", "data/images.py", "data/coco.py", "io.py", "provenance.py", "cache.py",
+                "config.py", "report/style.py", "report/student_figures.py"),
     "build_tiny": ("backbones/tiny.py", "backbones/base.py"),
+    "build_tiny_vit": ("proposals/vit.py",),
     "teacher_figures": ("report/teacher_figures.py", "report/style.py", "teacher", "backbones", "io.py"),
-    "report": ("report", "edges/store.py", "data/images.py", "data/coco.py", "masks.py", "io.py"),
+    "report": ("report", "stages/_results.py", "edges/store.py", "data/images.py", "data/coco.py", "masks.py",
+               "io.py"),
 }
 
 _TRACKED_PACKAGES = (

@@ -1,4 +1,4 @@
-"""``trace-edges report-tables | report-figure``: results tables and the qualitative figure."""
+"""``trace-edges report-tables | report-figure | student-figure | report-speed | report-ablations | report-paper-vs-ours``: tables and figures."""
 
 from __future__ import annotations
 
@@ -36,6 +36,31 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     register_student(sub)
 
+    p = sub.add_parser("report-speed", help="teacher vs student latency bar chart (benchmarks/bench_speed.py JSON)")
+    p.add_argument("--speed-json", required=True)
+    p.add_argument("--dpi", type=int, default=150)
+    p.add_argument("--out-png", required=True)
+    p.add_argument("--out-pdf", required=True)
+    p.set_defaults(func=run_speed)
+
+    p = sub.add_parser("report-ablations", help="ablation grids: tidy CSV, Markdown per grid, latencies, figure")
+    p.add_argument("--cells", required=True, help="JSON list of cells (grid, cell, paper, edges, variant)")
+    p.add_argument("--preset", required=True)
+    p.add_argument("--metrics-dir", required=True, help="ablations/metrics (uis/<variant>.json, edges/<variant>.json)")
+    p.add_argument("--teacher-dir", required=True, help="ablations/teacher (<variant>/latency.json)")
+    p.add_argument("--no-edge-metrics", action="store_true", help="cells have UIS metrics only (ablations.edge_metrics)")
+    p.add_argument("--dpi", type=int, default=150)
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=run_ablations)
+
+    p = sub.add_parser("report-paper-vs-ours", help="paper_vs_ours.md: every paper number beside ours, with a status")
+    p.add_argument("--config", required=True, metavar="JSON", help="the run's whole (validated) config as JSON")
+    p.add_argument("--summary", required=True, help="tables/summary.json")
+    p.add_argument("--ablations", default=None, help="ablations/ablations_tidy.csv (optional)")
+    p.add_argument("--speed", default=None, help="results/benchmarks/speed_<preset>.json (optional)")
+    p.add_argument("--out", nargs="+", required=True, help="output Markdown file(s)")
+    p.set_defaults(func=run_paper_vs_ours)
+
 
 def run_tables(args: argparse.Namespace) -> None:
     from trace_edges.report.tables import build_tables
@@ -67,3 +92,37 @@ def run_student_figure(args: argparse.Namespace) -> None:
 
     student_strip_figure(args.manifest, args.teacher_edges, args.model, args.out_png, args.out_pdf,
                          image_ids=args.image_ids, dpi=args.dpi)
+
+
+def run_speed(args: argparse.Namespace) -> None:
+    from trace_edges.report.speed_figure import speed_figure
+
+    speed_figure(args.speed_json, args.out_png, args.out_pdf, dpi=args.dpi)
+
+
+def run_ablations(args: argparse.Namespace) -> None:
+    import json
+
+    from trace_edges.errors import ConfigError
+    from trace_edges.report.ablations import build_ablation_report
+
+    try:
+        cells = json.loads(args.cells)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--cells is not valid JSON ({exc})") from exc
+    build_ablation_report(cells, args.metrics_dir, args.teacher_dir, args.out_dir, preset=args.preset, dpi=args.dpi,
+                          edge_metrics=not args.no_edge_metrics)
+
+
+def run_paper_vs_ours(args: argparse.Namespace) -> None:
+    import json
+
+    from trace_edges.config import validate
+    from trace_edges.errors import ConfigError
+    from trace_edges.report.paper_vs_ours import build_paper_vs_ours
+
+    try:
+        config = validate(json.loads(args.config), where="--config")
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--config is not valid JSON ({exc})") from exc
+    build_paper_vs_ours(config, args.summary, args.out, ablations_csv=args.ablations, speed_json=args.speed)

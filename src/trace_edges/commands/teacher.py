@@ -1,4 +1,4 @@
-"""Teacher subcommands: ``build-tiny``, ``invert``, ``iep``, ``abdiv-labels``."""
+"""Teacher subcommands: ``build-tiny``, ``invert``, ``iep``, ``abdiv-labels``, ``teacher-cell``."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("iep", help="Instance Emergence Point per image (Eq. 1) from the invert shards")
     p.add_argument("--shards", nargs="+", required=True, help="invert/shard_<i>.json files")
     p.add_argument("--out", required=True, help="iep.json")
+    p.add_argument("--fixed-t", type=int, default=None,
+                   help="teacher.t_star: one fixed timestep for every image instead of the IEP (Table 3 b)")
     p.set_defaults(func=run_iep)
 
     p = sub.add_parser("abdiv-labels", help="ABDiv at t*, ternary pseudo-labels, trace_teacher edge maps")
@@ -36,6 +38,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out-dir", required=True, help="e.g. results/<preset>/teacher/<family>")
     p.add_argument("--edges-dir", required=True, help="e.g. results/<preset>/edges/trace_teacher")
     p.set_defaults(func=run_labels)
+
+    p = sub.add_parser("teacher-cell", help="invert + iep + abdiv-labels on a small image set in one process "
+                                            "(ablation cells)")
+    add_common(p)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out-dir", required=True, help="e.g. results/<preset>/ablations/teacher/<variant>")
+    p.add_argument("--edges-dir", required=True, help="e.g. results/<preset>/ablations/edges/<variant>")
+    p.set_defaults(func=run_cell)
 
 
 def run_build_tiny(args: argparse.Namespace) -> None:
@@ -53,7 +64,7 @@ def run_invert(args: argparse.Namespace) -> None:
 def run_iep(args: argparse.Namespace) -> None:
     from trace_edges.stages.teacher import run_iep as run
 
-    run(args.shards, args.out)
+    run(args.shards, args.out, fixed_t=args.fixed_t)
 
 
 def run_labels(args: argparse.Namespace) -> None:
@@ -61,3 +72,9 @@ def run_labels(args: argparse.Namespace) -> None:
 
     run_abdiv_labels(stage_params(args, "teacher"), args.manifest, args.iep, args.invert_dir, args.out_dir,
                      args.edges_dir)
+
+
+def run_cell(args: argparse.Namespace) -> None:
+    from trace_edges.stages.teacher import run_teacher_cell
+
+    run_teacher_cell(stage_params(args, "teacher"), args.manifest, args.out_dir, args.edges_dir, seed=args.seed)

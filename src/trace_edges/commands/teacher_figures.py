@@ -17,19 +17,21 @@ import argparse
 from trace_edges.cli import add_common
 from trace_edges.commands import stage_params
 
-FIGURES = ("pca", "kl", "neighbours")
+FIGURES = ("pca", "kl", "neighbours", "backbones")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("teacher-figure",
                        help="teacher figures: SA PCA along the trajectory (pca), IEP curves + t* histogram "
-                            "(kl), neighbour attention at t* (neighbours)")
+                            "(kl), neighbour attention at t* (neighbours), SA PCA per backbone (backbones)")
     add_common(p)
     p.add_argument("--figure", required=True, choices=FIGURES)
     p.add_argument("--manifest", help="data manifest (pca, neighbours; with --image-id)")
     p.add_argument("--image-id", help="image id in --manifest, or 'first' (pca, neighbours)")
     p.add_argument("--image", help="an image file instead of --manifest/--image-id (pca, neighbours)")
     p.add_argument("--iep", help="teacher/<family>/iep.json (kl)")
+    p.add_argument("--backbones", metavar="JSON",
+                   help='backbones: {"label": <teacher block>, ...} (one row each, in order)')
     p.add_argument("--seed", type=int, default=0, help="seed of the forward-noise trajectory option")
     p.add_argument("--dpi", type=int, default=150)
     p.add_argument("--out-png", required=True)
@@ -72,6 +74,20 @@ def run(args: argparse.Namespace) -> None:
         return
     rgb = _image(args)
     from trace_edges.teacher.source import load_teacher_backbone
+
+    if args.figure == "backbones":
+        import json
+
+        from trace_edges.config import validate
+
+        if not args.backbones:
+            raise ConfigError("--figure backbones needs --backbones JSON")
+        blocks = json.loads(args.backbones)
+        runs = [(label, load_teacher_backbone(p["backbone"]), p)
+                for label, p in ((lbl, validate(b, block="teacher", where=f"--backbones {lbl}"))
+                                 for lbl, b in blocks.items())]
+        tf.backbones_pca_figure(runs, rgb, args.out_png, args.out_pdf, dpi=args.dpi, seed=args.seed)
+        return
 
     backbone = load_teacher_backbone(params["backbone"])
     fn = tf.trajectory_pca_figure if args.figure == "pca" else tf.neighbour_attention_figure

@@ -503,3 +503,45 @@ def neighbour_attention_figure(backbone: Any, rgb: np.ndarray, params: Mapping[s
     style.save(fig, out_png, out_pdf, dpi=dpi)
     return {"t_star": res.t_star, "boundary": boundary, "interior": interior, "abdiv": values, "grid": grid,
             "title": title}
+
+
+# ---------------------------------------------------------------------------------------------
+# Fig. 8 analogue: SA PCA per backbone, at t* (IEP) and at τ = 0 (no IEP)
+# ---------------------------------------------------------------------------------------------
+def backbones_pca_figure(runs: Sequence[tuple[str, Any, Mapping[str, Any]]], rgb: np.ndarray,
+                         out_png: str | Path, out_pdf: str | Path, *, dpi: int = 150, seed: int = 0) -> dict:
+    """One row per backbone ``(label, backbone, teacher params)``: input, SA PCA at τ = 0 (what a
+    reader of the clean image's attention sees: "without IEP"), SA PCA at the IEP t*, ABDiv at t*.
+
+    Returns ``{label: {"t_star", "grid"}}``.
+    """
+    import matplotlib.pyplot as plt
+
+    style.apply()
+    rows = len(runs)
+    fig, axes = plt.subplots(rows, 4, figsize=(TEXT_W * 0.75, TEXT_W * 0.75 / 4 * 1.2 * rows + 0.5),
+                             squeeze=False, layout="constrained")
+    out: dict[str, Any] = {}
+    tiny = False
+    for r, (label, backbone, params) in enumerate(runs):
+        tiny = tiny or bool(params["backbone"].get("tiny"))
+        res = walk_trajectory(backbone, rgb, params, seed=seed)
+        k0, ks = res.index(res.steps[0]), res.index(res.t_star)
+        pcs = pca_rgb([res.sa[k0], res.sa[ks]], res.grid)
+        a = res.abdiv[ks]
+        panels = [(res.image, "input"), (pcs[0], f"SA PCA, τ = {res.steps[0]}\n(no IEP)"),
+                  (pcs[1], f"SA PCA, t* = {res.t_star}\n(IEP)"), (None, f"ABDiv at t*\n{res.grid[0]}×{res.grid[1]} grid")]
+        for c, (img, title) in enumerate(panels):
+            ax = axes[r, c]
+            if img is None:
+                ax.imshow(a, cmap="magma", interpolation="nearest")
+            else:
+                ax.imshow(img, interpolation="nearest" if c else "bilinear")
+            ax.set_title(title, fontsize=6)
+            _blank(ax)
+        axes[r, 0].set_ylabel(label, fontsize=7)
+        out[label] = {"t_star": res.t_star, "grid": res.grid}
+    _suptitle(fig, "Self-attention PCA per backbone (Fig. 8 analogue): clean-image attention vs attention at the "
+                   "Instance Emergence Point", tiny)
+    style.save(fig, out_png, out_pdf, dpi=dpi)
+    return out

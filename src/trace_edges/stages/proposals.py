@@ -8,7 +8,7 @@ from typing import Any, Mapping
 from trace_edges import provenance
 from trace_edges.data.coco import load_manifest
 from trace_edges.data.images import load_rgb
-from trace_edges.io import write_json
+from trace_edges.io import sha256_file, write_json
 from trace_edges.stages._loop import run_items
 from trace_edges.stages._results import concat_results, results_for_image
 
@@ -22,6 +22,7 @@ def run_proposals(params: Mapping[str, Any], manifest_path: str | Path, out_path
     stage_params = {"method": method, "params": block}
     per_image = out_path.parent / "per_image"
     inputs = [manifest_path]
+    model = None
 
     if method == "felzenszwalb":
         from trace_edges.proposals.felzenszwalb import felzenszwalb_proposals
@@ -31,9 +32,24 @@ def run_proposals(params: Mapping[str, Any], manifest_path: str | Path, out_path
             write_json(per_image / f"{rec['id']}.json", results_for_image(rec["id"], masks, scores), indent=None)
 
         key_parts = lambda rec: rec["sha256"]  # noqa: E731
+    elif method == "maskcut":
+        from trace_edges.proposals.maskcut import maskcut_params, maskcut_proposals, model_info
+
+        block = maskcut_params(block)
+        stage_params = {"method": method, "params": block}
+        model = model_info(block)  # loads the ViT once, checks patch size / resolution
+        weights = _model_files(block["model"])
+        inputs.extend(weights)
+        # the weights' bytes (local tiny model) or the resolved hub commit identify the model
+        model_key = [sha256_file(f) for f in weights] or [model["commit"]]
+
+        def work(rec):
+            masks, scores = maskcut_proposals(load_rgb(rec["file"]), block)
+            write_json(per_image / f"{rec['id']}.json", results_for_image(rec["id"], masks, scores), indent=None)
+
+        key_parts = lambda rec: [rec["sha256"], *model_key]  # noqa: E731
     elif method == "external":
         from trace_edges.errors import ConfigError
-        from trace_edges.io import sha256_file
         from trace_edges.proposals.external import load_external
 
         if not block.get("path"):
@@ -58,6 +74,14 @@ def run_proposals(params: Mapping[str, Any], manifest_path: str | Path, out_path
               desc=f"proposals:{method}")
     # the sidecar first, the declared output last: a kill in between leaves no output, so it reruns
     write_json(out_path.with_suffix(".provenance.json"),
-               provenance.record("proposals", params=stage_params, inputs=inputs,
+               provenance.record("proposals", params=stage_params, inputs=inputs, model=model,
                                  config={"proposals": {"method": method, method: block}}))
     return concat_results([per_image / f"{rec['id']}.json" for rec in manifest["images"]], out_path)
+
+
+def _model_files(model: str) -> list[Path]:
+    """The config and weight files of a local model directory (sorted); [] for a hub id."""
+    root = Path(model)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors", ".bin"))

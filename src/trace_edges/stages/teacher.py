@@ -68,13 +68,14 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def run_invert(params: Mapping[str, Any], manifest_path: str | Path, shard: int, out_dir: str | Path, *,
-               seed: int = 0) -> dict:
-    """Walk the trajectory for the images of one shard; write per-image artifacts + the shard file."""
+               seed: int = 0, backbone: Any = None) -> dict:
+    """Walk the trajectory for the images of one shard; write per-image artifacts + the shard file.
+
+    ``backbone``: an already loaded teacher backbone (else loaded on the first image to compute)."""
     manifest = load_manifest(manifest_path)
     out_dir = Path(out_dir)
     images = shard_images(manifest["images"], shard, params["shard_size"])
     stage_params = {k: params[k] for k in INVERT_KEYS} | {"seed": seed}
-    backbone = None
 
     def work(rec):
         nonlocal backbone
@@ -109,8 +110,17 @@ def _model_record(backbone: Mapping[str, Any]) -> dict:
     return rec
 
 
-def run_iep(shard_files: Sequence[str | Path], out_json: str | Path) -> dict:
-    """Pick t* per image from the stored IEP curves; write iep.json (with the t* histogram)."""
+def nearest_step(steps: Sequence[int], t: int) -> int:
+    """The trajectory step closest to ``t`` (ties: the earlier step)."""
+    return min(steps, key=lambda s: (abs(int(s) - int(t)), int(s)))
+
+
+def run_iep(shard_files: Sequence[str | Path], out_json: str | Path, *, fixed_t: int | None = None) -> dict:
+    """Pick t* per image from the stored IEP curves; write iep.json (with the t* histogram).
+
+    ``fixed_t`` (config ``teacher.t_star``) replaces the IEP by one fixed timestep for every image,
+    snapped to the nearest trajectory step: the paper's Table 3 (b) ablation (ABDiv at a purely
+    semantic timestep, as DiffSeg / DiffCut read attention)."""
     per_image: dict[str, Any] = {}
     model = None
     for sf in shard_files:
@@ -119,14 +129,16 @@ def run_iep(shard_files: Sequence[str | Path], out_json: str | Path) -> dict:
         for iid in shard["images"]:
             rec = read_json(Path(sf).parent / f"{iid}.json", what="per-image IEP curve")
             curve = {int(t): float(v) for t, v in rec["kl_curve"].items()}
-            per_image[str(iid)] = {"t_star": _argmax_step(curve), "kl_curve": rec["kl_curve"],
-                                   "grid": rec["grid"]}
+            t_star = _argmax_step(curve) if fixed_t is None else nearest_step(rec["steps"], fixed_t)
+            per_image[str(iid)] = {"t_star": t_star, "kl_curve": rec["kl_curve"], "grid": rec["grid"]}
     hist: dict[str, int] = {}
     for v in per_image.values():
         hist[str(v["t_star"])] = hist.get(str(v["t_star"]), 0) + 1
     out = {"images": per_image, "t_star_histogram": dict(sorted(hist.items(), key=lambda kv: int(kv[0]))),
            "model": model,
-           "provenance": provenance.record("teacher", params={"stage": "iep"}, inputs=list(shard_files))}
+           "t_star_rule": "IEP (argmax of the KL curve, Eq. 1)" if fixed_t is None else f"fixed t = {fixed_t}",
+           "provenance": provenance.record("teacher", params={"stage": "iep", "fixed_t": fixed_t},
+                                           inputs=list(shard_files))}
     write_json(out_json, out)
     return out
 
@@ -177,3 +189,41 @@ def run_abdiv_labels(params: Mapping[str, Any], manifest_path: str | Path, iep_j
            "provenance": prov}
     write_json(out_dir / "labels" / "manifest.json", out)
     return out
+
+
+def run_teacher_cell(params: Mapping[str, Any], manifest_path: str | Path, out_dir: str | Path,
+                     edges_dir: str | Path, *, seed: int = 0) -> dict:
+    """The whole teacher (invert -> iep -> abdiv_labels) on a small image set, in one process.
+
+    Used by the ablation grids (rules/ablations.smk): every cell is a handful of images, so one job
+    (one model load) per cell instead of three. Writes the same artifacts as the three stages, in
+    ``out_dir/{invert, iep.json, abdiv, labels}`` and the edge maps in ``edges_dir``, plus
+    ``out_dir/latency.json`` (teacher wall seconds per image: the latency column of Table 4; kept
+    out of the other artifacts, which are deterministic).
+    """
+    import time
+
+    import statistics
+
+    out_dir = Path(out_dir)
+    manifest = load_manifest(manifest_path)
+    if not manifest["images"]:
+        raise DataError("the manifest lists no images", path=manifest_path, fix="check data.max_images")
+    backbone = load_teacher_backbone(params["backbone"])
+    one_shard = dict(params, shard_size=len(manifest["images"]))
+    run_invert(one_shard, manifest_path, 0, out_dir / "invert", seed=seed, backbone=backbone)
+    iep = run_iep([out_dir / "invert" / "shard_0.json"], out_dir / "iep.json", fixed_t=params.get("t_star"))
+    out = run_abdiv_labels(params, manifest_path, out_dir / "iep.json", out_dir / "invert", out_dir, edges_dir)
+    # latency (Table 4): the whole per-image teacher on the first image; the model is loaded and
+    # warm (invert ran it on every image just before)
+    rgb = load_rgb(manifest["images"][0]["file"])
+    walls = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        run_teacher(backbone, rgb, params, seed=seed)
+        walls.append(time.perf_counter() - t0)
+    write_json(out_dir / "latency.json", {"image": manifest["images"][0]["id"], "walls_s": walls,
+                                          "ms_per_image": 1000.0 * statistics.median(walls),
+                                          "note": "median of 2 timed run_teacher calls (trajectory + IEP curve "
+                                                  "+ ABDiv) right after the invert stage ran on every image"})
+    return {"iep": iep, "labels": out}
