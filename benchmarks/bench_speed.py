@@ -72,6 +72,11 @@ def speed_ratio(teacher_ms: float, student_ms: float) -> float:
     return teacher_ms / student_ms
 
 
+def _ratio_or_none(a: float, b: float) -> float | None:
+    """speed_ratio, or None when timing noise makes a difference non-positive (a shared machine)."""
+    return speed_ratio(a, b) if a > 0 and b > 0 else None
+
+
 def csv_rows(side: str, per_image: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for r in per_image:
@@ -266,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         "teacher": sides["teacher"], "student": sides["student"],
         "ratio_teacher_over_student": ratio,
         # both sides begin with the same VAE encode; on a tiny model it dominates the student's pass
-        "ratio_excluding_vae_encode": speed_ratio(
+        "ratio_excluding_vae_encode": _ratio_or_none(
             sides["teacher"]["median_ms"] - sides["teacher"]["vae_encode_median_ms"],
             sides["student"]["median_ms"] - sides["student"]["vae_encode_median_ms"]),
         "paper": PAPER,
@@ -285,9 +290,10 @@ def main(argv: list[str] | None = None) -> int:
           f"x {args.repeats} repeats")
     print(f"{'teacher':10s} {t['median_ms']:16.1f} {t['memory']['peak_extra_mb']:15.1f}")
     print(f"{'student':10s} {s['median_ms']:16.1f} {s['memory']['peak_extra_mb']:15.1f}")
+    rx = result["ratio_excluding_vae_encode"]
     print(f"VAE encode (shared first step): {t['vae_encode_median_ms']:.1f} ms (teacher run) / "
           f"{s['vae_encode_median_ms']:.1f} ms (student run); ratio without it: "
-          f"{result['ratio_excluding_vae_encode']:.1f}x")
+          + (f"{rx:.1f}x" if rx else "n/a (timing noise)"))
     print(f"ratio teacher/student: {ratio:.1f}x here   (paper: {PAPER['teacher_ms']:.0f} ms / "
           f"{PAPER['student_ms']:.0f} ms = {PAPER['ratio']:.0f}x on an A100)")
     print(f"wrote {out_dir / f'speed_{preset}.json'} and .csv")

@@ -19,7 +19,8 @@
 # $TRACE_EDGES_SLURM_CPUS, default: all), RealMemory = 3/4 of MemTotal, one partition `local`
 # (default), select/cons_tres with CR_Core_Memory, proctrack/linuxproc and task/none (no cgroups,
 # so it also runs in containers and gVisor), no accounting daemon (job states come from squeue:
-# MinJobAge=3600 keeps finished jobs visible). It also advertises $TRACE_EDGES_SLURM_GPUS fake GPUs
+# MinJobAge=3600 keeps finished jobs visible), OverTimeLimit=120 (a busy test machine does not get
+# jobs killed at their time limit). It also advertises $TRACE_EDGES_SLURM_GPUS fake GPUs
 # (default 1) as a GRES without device files, so a job's `--gpus=1` (what the profile sends for
 # rules with resources gpu=1) is scheduled exactly as on a GPU node, one job per fake GPU; the job
 # itself computes on the CPU (the embedded teacher runs with device: auto). Set
@@ -156,6 +157,9 @@ GresTypes=gpu
 ReturnToService=2
 # finished jobs stay visible to squeue for an hour (the executor's status query; no slurmdbd here)
 MinJobAge=3600
+# a job past its time limit (-t, the rule's runtime) is killed only 120 min later: the limits are
+# sized for a dedicated node, and a busy test machine must not turn a slow job into a failure
+OverTimeLimit=120
 InactiveLimit=0
 KillWait=10
 MessageTimeout=30

@@ -6,8 +6,8 @@
 - End to end on a real SLURM cluster: scripts/slurm_local_cluster.sh starts a single node on
   127.0.0.1 (Debian's slurm-wlm + munge, root), the embedded workflow runs through
   profiles/slurm, every job reaches SLURM with the resources its rule declares (GPU stages with
-  `--gpus=1`), and the results are byte-identical to the local run of the same snapshot
-  (conftest.embedded_run, shared with tests/test_workflow_e2e.py).
+  `--gpus=1`), and the results are byte-identical to the local run of the same commit
+  (conftest.embedded_run, shared with tests/test_workflow_e2e.py), measured latencies aside.
 """
 
 from __future__ import annotations
@@ -274,7 +274,8 @@ def test_slurm_profile_end_to_end_matches_local_run(slurm_cluster, tmp_path_fact
     again = snakemake(["-n", "--profile", "profiles/slurm"], wd, extra_env=slurm_cluster)
     assert "Nothing to be done" in again.stdout + again.stderr
 
-    # byte-identical to the local run of the same commit (logs, benchmarks aside)
+    # byte-identical to the local run of the same commit (logs, benchmarks and measured latencies
+    # aside: workflow_helpers.NOT_RESULTS, TIMED)
     slurm_digest = results_digest(wd)
     local_digest = local.digest
     differ = sorted(k for k in set(slurm_digest) | set(local_digest) if slurm_digest.get(k) != local_digest.get(k))

@@ -151,6 +151,7 @@ def assess(entry: Mapping[str, Any], facts: RunFacts) -> dict[str, Any]:
 def _fmt(v: float | None, metric: str) -> str:
     if v is None:
         return "–"
+    v = v + 0.0 if abs(v) >= 5e-4 else 0.0   # no "-0.0"
     if metric in ("ODS", "OIS", "clDice"):
         return f"{v:.3f}"
     if metric in ("ms/img",):
