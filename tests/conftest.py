@@ -14,6 +14,17 @@ COCO_MINI = ROOT / "data" / "coco_mini"
 os.environ.setdefault("TRACE_EDGES_NO_PROGRESS", "1")
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a module (deterministic, no oversubscription), restored after it."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def project_root() -> Path:
     return ROOT

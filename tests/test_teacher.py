@@ -24,11 +24,9 @@ def rgb(coco_mini):
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
+    """Every test of this module runs torch on one thread (conftest.one_torch_thread)."""
     yield
-    torch.set_num_threads(n)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
