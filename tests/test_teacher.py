@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from trace_edges.backbones.tiny import FAMILIES, tiny_backbone, tiny_model_dir
 from trace_edges.config import validate
