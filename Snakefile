@@ -48,6 +48,12 @@ UIS_SOURCES = ["none"] + EDGE_SOURCES  # 'none' = the base proposals without BGP
 PROPOSALS = config["proposals"]["method"]
 
 
+# The main teacher -> student chain is the run's critical path (build model, invert, IEP, labels,
+# distill, infer, edge scoring): among ready jobs Snakemake starts it first and fills the other
+# cores with the ablation grid's independent jobs (results/benchmarks/workflow_embedded.json).
+MAIN_CHAIN_PRIORITY = 10
+
+
 def code(stage):
     """The package source files a stage depends on: editing one reruns exactly that stage."""
     return [os.path.relpath(p, workflow.basedir) for p in stage_sources(stage)]
@@ -78,6 +84,8 @@ rule all:
         f"{R}/tables/summary.json",
         f"{R}/figures/qualitative.png",
         f"{R}/figures/qualitative.pdf",
+        f"{R}/figures/bgp_steps.png",
+        f"{R}/figures/bgp_steps.pdf",
         teacher_targets(),
         teacher_figure_targets(),
         student_targets(),

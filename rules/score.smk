@@ -47,7 +47,7 @@ rule score_wps:
         f"{LOGS}/score/wps_{{source}}.log",
     benchmark:
         f"{BENCH}/score/wps_{{source}}.tsv"
-    threads: 2
+    threads: config["score"]["threads"]
     resources:
         mem_mb=2000,
         runtime=20,
@@ -75,7 +75,8 @@ rule score_edges:
         f"{LOGS}/score/edges_{{source}}.log",
     benchmark:
         f"{BENCH}/score/edges_{{source}}.tsv"
-    threads: 2
+    priority: MAIN_CHAIN_PRIORITY
+    threads: config["score"]["threads"]
     resources:
         mem_mb=3000,
         runtime=60,

@@ -33,6 +33,7 @@ rule distill:
         f"{LOGS}/student/distill.log",
     benchmark:
         f"{BENCH}/student/distill.tsv"
+    priority: MAIN_CHAIN_PRIORITY
     threads: 2
     resources:
         gpu=1,
@@ -61,6 +62,7 @@ rule student_infer:
         f"{LOGS}/student/infer.log",
     benchmark:
         f"{BENCH}/student/infer.tsv"
+    priority: MAIN_CHAIN_PRIORITY
     threads: 1
     resources:
         gpu=1,

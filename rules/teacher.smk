@@ -46,6 +46,7 @@ rule build_tiny_model:
         f"{LOGS}/teacher/build_tiny_model_{{family}}.log",
     benchmark:
         f"{BENCH}/teacher/build_tiny_model_{{family}}.tsv"
+    priority: MAIN_CHAIN_PRIORITY
     threads: 1
     resources:
         mem_mb=2000,
@@ -74,6 +75,7 @@ rule invert:
         f"{LOGS}/teacher/invert_{{shard}}.log",
     benchmark:
         f"{BENCH}/teacher/invert_{{shard}}.tsv"
+    priority: MAIN_CHAIN_PRIORITY
     threads: 1
     resources:
         gpu=1,
@@ -99,6 +101,7 @@ rule iep:
         f"{LOGS}/teacher/iep.log",
     benchmark:
         f"{BENCH}/teacher/iep.tsv"
+    priority: MAIN_CHAIN_PRIORITY
     threads: 1
     resources:
         mem_mb=1000,
@@ -127,6 +130,7 @@ rule abdiv_labels:
         f"{LOGS}/teacher/abdiv_labels.log",
     benchmark:
         f"{BENCH}/teacher/abdiv_labels.tsv"
+    priority: MAIN_CHAIN_PRIORITY
     threads: 1
     resources:
         mem_mb=2000,

@@ -30,6 +30,18 @@ def project_root() -> Path:
     return ROOT
 
 
+def load_benchmark(name: str):
+    """Import ``benchmarks/<name>.py`` (a script folder, not a package) as module ``name``."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
 @pytest.fixture(scope="session")
 def coco_mini() -> Path:
     return COCO_MINI

@@ -116,3 +116,26 @@ def test_table_without_edge_metrics(tmp_path):
     tidy = build_ablation_report(cells, tmp_path / "metrics", tmp_path / "teacher", tmp_path / "out",
                                  preset="embedded", edge_metrics=False)
     assert set(tidy["metric"]) == {"AP", "AP50", "AR100"}      # no edge metrics file was needed
+
+
+def test_audit_checks_a_variant_against_its_own_parameters():
+    """The audit compares an ablation variant's artifacts with that variant's teacher/student block,
+    not with the run's own (else every deliberate ablation change reads as drift)."""
+    from trace_edges.audit import _effective_config
+
+    config = _config(GRIDS)
+    exp = expand(config)
+    by = {(c.grid, c.cell): c.variant for c in exp.cells}
+    jsd, wide = by[("divergence", "jsd")], by[("decoder", "wide")]
+    eff, why = _effective_config(f"results/embedded/ablations/teacher/{jsd}/labels/manifest.json", config, exp)
+    assert why is None and eff["teacher"]["divergence"] == "jsd" and config["teacher"]["divergence"] == "kl"
+    eff, _ = _effective_config(f"results/embedded/ablations/student/{wide}/manifest.json", config, exp)
+    assert eff["student"]["decoder"]["hidden"] == 128 and eff["teacher"] == config["teacher"]
+    eff, _ = _effective_config(f"results/embedded/ablations/metrics/uis/{jsd}.json", config, exp)
+    assert eff["teacher"]["divergence"] == "jsd"
+    eff, _ = _effective_config("results/embedded/ablations/data/manifest.json", config, exp)
+    assert eff["data"]["max_images"] == config["ablations"]["max_images"] != config["data"]["max_images"]
+    eff, _ = _effective_config("results/embedded/edges/trace_teacher/manifest.json", config, exp)
+    assert eff is config
+    eff, why = _effective_config("results/embedded/ablations/teacher/t_sd3_deadbeef/iep.json", config, exp)
+    assert eff is None and "t_sd3_deadbeef" in why

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bs():
-    spec = importlib.util.spec_from_file_location("bench_speed", ROOT / "benchmarks" / "bench_speed.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_speed"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("bench_speed")
 
 
 def test_summarise_is_median_of_per_image_medians(bs):

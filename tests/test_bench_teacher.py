@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bt():
-    spec = importlib.util.spec_from_file_location("bench_teacher", ROOT / "benchmarks" / "bench_teacher.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_teacher"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("bench_teacher")
 
 
 STATUS = """Name:\tpython

@@ -550,4 +550,5 @@ def test_upsampler_equals_full_upsampling():
             full_g = upsample_bilinear(g, (H, W), stride)
             full_bg = upsample_bilinear(bg, (H, W), stride)
             np.testing.assert_array_equal(up.mask(g, 0.25, None), full_g > 0.25)
-            np.testing.assert_array_equal(up.mask(g, 0.25, bg), (full_g > 0.25) & (full_g >= full_bg))
+            np.testing.assert_array_equal(up.full(bg), full_bg)   # bit-identical, not just close
+            np.testing.assert_array_equal(up.mask(g, 0.25, up.full(bg)), (full_g > 0.25) & (full_g >= full_bg))

@@ -153,9 +153,14 @@ def test_dry_run_through_profile_shows_resources(profile, configfile, dry_snapsh
         if rule not in conditional:
             assert (res_kv.get("gpu") == "1") == (rule in GPU_RULES), (rule, res_kv)
         if profile == "kubernetes" and "gpu" in res_kv:
-            assert res_kv.get("gpu_manufacturer") == "nvidia", (rule, res_kv)
+            # Snakemake may print <TBD> in a dry run (its value is then settled when the job starts:
+            # seen in CI, not here); the profile's own setting is checked below
+            assert res_kv.get("gpu_manufacturer") in ("nvidia", "<TBD>"), (rule, res_kv)
         if configfile and rule in PAPER_EXPECT:
             assert (res_kv["mem_mb"], res_kv["runtime"]) == PAPER_EXPECT[rule], (rule, res_kv)
+    if profile == "kubernetes":
+        prof = yaml.safe_load((dry_snapshot / "profiles/kubernetes/config.yaml").read_text())
+        assert prof["default-resources"]["gpu_manufacturer"] == "nvidia"
     n_invert = sum(r == "invert" for r, _ in jobs)
     assert n_invert == (100 if configfile else 2)   # teacher.shard_size: 50 of 5000 images / 8 of 16
 

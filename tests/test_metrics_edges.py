@@ -47,7 +47,7 @@ def test_matcher_is_seeded_and_deterministic(real_crop):
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
 
 
-@pytest.mark.parametrize("case", ["sobel", "canny", "zero", "no_gt"])
+@pytest.mark.parametrize("case", ["sobel", "canny", "zero", "no_gt", "dense"])
 @pytest.mark.parametrize("thinning", [True, False])
 def test_image_counts_equal_pyedgeeval_path(real_crop, monkeypatch, case, thinning):
     """Our per-image loop (shared thresholds, empty-map shortcut) == pyEdgeEval's
@@ -56,7 +56,8 @@ def test_image_counts_equal_pyedgeeval_path(real_crop, monkeypatch, case, thinni
     monkeypatch.setattr(ebt, "correspond_pixels",
                         lambda p, g, max_dist: me.correspond_pixels(p, g, max_dist))
     pred = {"sobel": real_crop["sobel"], "canny": real_crop["canny"],
-            "zero": np.zeros_like(real_crop["sobel"]), "no_gt": real_crop["sobel"]}[case]
+            "zero": np.zeros_like(real_crop["sobel"]), "no_gt": real_crop["sobel"],
+            "dense": 1.0 - 0.2 * real_crop["sobel"]}[case]  # a weak model's near-constant map: blobs
     gt = np.zeros_like(real_crop["gt"]) if case == "no_gt" else real_crop["gt"]
     thr = threshold_grid(17)
     ours = image_counts(pred, gt, 17, max_dist=0.0075, apply_thinning=thinning)
@@ -64,6 +65,39 @@ def test_image_counts_equal_pyedgeeval_path(real_crop, monkeypatch, case, thinni
                                             apply_thinning=thinning)
     for a, b in zip(ours, ref):
         assert np.array_equal(a, b)
+
+
+def _thin_cases():
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(0)
+    for trial in range(120):
+        h, w = (int(v) for v in rng.integers(1, 48, 2))
+        kind = trial % 4
+        if kind == 0:
+            yield rng.random((h, w)) < rng.random()                                  # salt and pepper
+        elif kind == 1:
+            yield ndi.gaussian_filter(rng.random((h, w)), 2) > 0.5                   # smooth blobs
+        elif kind == 2:
+            yield np.ones((h, w), bool)                                              # one full blob
+        else:
+            yield ndi.binary_dilation(rng.random((h, w)) < 0.02, iterations=int(rng.integers(1, 6)))
+
+
+def test_fast_thinning_equals_pyedgeeval_binary_thin(real_crop):
+    """The incremental thinning == pyEdgeEval's whole-image loop, pixel for pixel."""
+    from pyEdgeEval.preprocess import binary_thin
+
+    from trace_edges.metrics.thin import fast_binary_thin
+
+    cases = list(_thin_cases()) + [real_crop["sobel"] >= t for t in (0.02, 0.1, 0.3)]
+    cases += [np.zeros((5, 7), bool), np.ones((1, 1), bool), (1.0 - 0.2 * real_crop["sobel"]) >= 0.85]
+    changed = 0
+    for x in cases:
+        ref = np.asarray(binary_thin(x), dtype=bool)
+        assert np.array_equal(fast_binary_thin(x), ref)
+        changed += int(x.sum() != ref.sum())
+    assert changed > 100  # the cases do exercise thinning
 
 
 def test_thresholds_are_pyedgeeval_grid():

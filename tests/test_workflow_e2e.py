@@ -75,6 +75,13 @@ def test_second_run_does_nothing(workdir):
     assert "Nothing to be done" in res.stdout + res.stderr
 
 
+def test_run_leaves_the_checkout_clean(workdir):
+    """A run writes no git-tracked file: a dirty checkout would change the `git describe` that every
+    later artifact's provenance records (results/paper_vs_ours.md once did exactly that)."""
+    status = run(["git", "status", "--porcelain", "--untracked-files=no"], workdir).stdout
+    assert status == "", status
+
+
 def test_editing_one_stage_reruns_only_its_jobs(workdir, tmp_path):
     over = tmp_path / "override.yaml"
     over.write_text("bgp:\n  merge: {iou: 0.6}\n")

@@ -7,7 +7,9 @@ Two independent checks, each row of the report one artifact and one check:
   (one flipped byte is enough), ``missing``, ``extra`` (a file DVC did not record), or
   ``unverifiable`` (the listing is not in the local cache: ``dvc pull`` first).
 * **provenance** — every provenance record inside those outputs against the current checkout:
-  each recorded config value (``config_values``) against the config, the stage's code digest
+  each recorded config value (``config_values``) against the config (for an ablation variant's
+  artifacts, under ``ablations/<kind>/<variant>/``: the config with that variant's teacher or
+  student block, as ``trace_edges.ablations`` expands the grids), the stage's code digest
   against the code, the model id/revision against the teacher config, and package versions
   against the installed ones (a version difference is reported as ``note``, not a failure).
 
@@ -18,15 +20,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 import yaml
 
-from trace_edges import provenance
+from trace_edges import ablations, provenance
 from trace_edges.config import load_workflow_config
-from trace_edges.errors import DataError
+from trace_edges.errors import ConfigError, DataError
 
 FAILING = {"differs", "missing", "extra"}
 
@@ -131,13 +134,47 @@ def _records(root: Path, paths: Iterable[str]) -> Iterator[tuple[str, Mapping[st
                 yield f.relative_to(root).as_posix(), rec
 
 
+_VARIANT = re.compile(r"^[ts]_[A-Za-z0-9_]+$")
+
+
+def _effective_config(rel: str, config: Mapping[str, Any], exp: ablations.Expansion | None
+                      ) -> tuple[Mapping[str, Any] | None, str | None]:
+    """The config an artifact was made with: the run's own, or, under ``ablations/``, the run's own
+    limited to ``ablations.max_images`` images and, under ``ablations/<kind>/<variant>/``, with the
+    variant's teacher or student block. ``(None, why)`` for a variant the
+    current ablation grids no longer have."""
+    parts = rel.split("/")
+    if "ablations" not in parts:
+        return config, None
+    # the grids run on the first ablations.max_images images (rule ab_prepare)
+    base = {**config, "data": {**config.get("data", {}),
+                               "max_images": (config.get("ablations") or {}).get("max_images")}}
+    for part in parts[parts.index("ablations") + 1:]:
+        part = part.split(".", 1)[0]  # metrics/uis/<variant>.json
+        if exp is not None and part in exp.teachers:
+            return {**base, "teacher": exp.teachers[part]}, None
+        if exp is not None and part in exp.students:
+            return {**base, "student": exp.students[part]}, None
+        if _VARIANT.match(part):
+            return None, f"ablation variant {part!r} is no longer in the config's ablation grids"
+    return base, None
+
+
 def check_provenance(root: Path, stage: str, config: Mapping[str, Any]) -> Iterator[Row]:
     installed = provenance.package_versions()
-    teacher_bb = config.get("teacher", {}).get("backbone", {})
+    try:
+        exp = ablations.expand(config) if config.get("ablations") else None
+    except ConfigError:
+        exp = None
     for rel, rec in _records(root, [o["path"] for o in _lock_outs(root, stage)]):
         problems, notes = [], []
+        effective, gone = _effective_config(rel, config, exp)
+        if effective is None:
+            yield Row(rel, "provenance", "differs", str(gone))
+            continue
+        teacher_bb = effective.get("teacher", {}).get("backbone", {})
         for key, value in (rec.get("config_values") or {}).items():
-            found, current = _lookup(config, key)
+            found, current = _lookup(effective, key)
             if not found:
                 problems.append(f"{key}: no longer in the config")
             elif json.loads(json.dumps(current, default=str)) != value:

@@ -46,6 +46,8 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "build_tiny": ("backbones/tiny.py", "backbones/base.py"),
     "build_tiny_vit": ("proposals/vit.py",),
     "teacher_figures": ("report/teacher_figures.py", "report/style.py", "teacher", "backbones", "io.py"),
+    "bgp_figure": ("report/bgp_figure.py", "report/figures.py", "report/style.py", "bgp", "stages/_results.py",
+                   "edges/store.py", "data/images.py", "data/coco.py", "masks.py", "io.py", "config.py"),
     "report": ("report", "stages/_results.py", "edges/store.py", "data/images.py", "data/coco.py", "masks.py",
                "io.py"),
 }
@@ -156,10 +158,13 @@ def _display_path(p: str | Path) -> str:
     depend on where the project was cloned or how a stage was invoked."""
     path = Path(p)
     if path.is_absolute():
-        try:
-            return str(path.relative_to(Path.cwd()))
-        except ValueError:
-            return str(path)
+        cwd = Path.cwd()
+        # getcwd() is symlink-free; the path given may run through a symlink (/tmp on some CI hosts)
+        for a, b in ((path, cwd), (path.resolve(), cwd.resolve())):
+            try:
+                return str(a.relative_to(b))
+            except ValueError:
+                continue
     return str(path)
 
 

@@ -376,7 +376,12 @@ class _Upsampler:
         fx = self.fx[cs]
         return rows[:, self.x0[cs]] * (1 - fx) + rows[:, self.x1[cs]] * fx
 
-    def mask(self, g: np.ndarray, threshold: float, bg: np.ndarray | None) -> np.ndarray:
+    def full(self, g: np.ndarray) -> np.ndarray:
+        """The whole upsampled map (bit-identical to every crop of it: the same arithmetic per pixel)."""
+        return self._crop(g, slice(None), slice(None))
+
+    def mask(self, g: np.ndarray, threshold: float, bg_full: np.ndarray | None) -> np.ndarray:
+        """``upsampled(g) > threshold`` (and ``>= bg_full``, the upsampled background, when given)."""
         H, W = self.shape
         out = np.zeros((H, W), dtype=bool)
         hot = g > threshold  # outside the box of hot cells no pixel can exceed the threshold
@@ -388,8 +393,8 @@ class _Upsampler:
         cs = _pixel_range(cx[0], cx[-1], self.x0, self.x1)
         up = self._crop(g, rs, cs)
         sel = up > threshold
-        if bg is not None:
-            sel &= up >= self._crop(bg, rs, cs)
+        if bg_full is not None:
+            sel &= up >= bg_full[rs, cs]
         out[rs, cs] = sel
         return out
 
@@ -418,12 +423,12 @@ def propagate_masks(masks: Sequence[np.ndarray], edge: np.ndarray, *, steps: int
             uniq[o] = masks[k]
     res = propagate_scores(uniq, e, steps=steps, beta=beta, radius=radius, stride=stride,
                            background=background)
-    G = res["scores"]
+    G = np.ascontiguousarray(np.moveaxis(res["scores"], -1, 0))  # [K(+1), h, w]: one contiguous map per mask
     up = _Upsampler((H, W), res["grid"], stride)
-    bg = G[:, :, -1] if background else None
+    bg_full = up.full(G[-1]) if background else None  # upsampled once, not once per mask
     out_u = []
     for k, m in enumerate(uniq):
-        new = up.mask(G[:, :, k], threshold, bg) if res["seed_mass"][k] > 0 else None
+        new = up.mask(G[k], threshold, bg_full) if res["seed_mass"][k] > 0 else None
         out_u.append(new if new is not None and new.any() else m.copy())
     out, used = [], set()
     for o in owner:

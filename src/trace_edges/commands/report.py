@@ -34,6 +34,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out-pdf", required=True)
     p.set_defaults(func=run_figure)
 
+    p = sub.add_parser("report-bgp-figure", help="BGP split -> propagate -> merge on one image (paper Fig. 6)")
+    p.add_argument("--params", required=True, help="the bgp config block as JSON")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--proposals", required=True, help="base proposals (COCO results JSON)")
+    p.add_argument("--edges", required=True, help="edge-map directory of one source")
+    p.add_argument("--image-id", type=int, default=None, help="default: the first image of the manifest")
+    p.add_argument("--dpi", type=int, default=150)
+    p.add_argument("--out-png", required=True)
+    p.add_argument("--out-pdf", required=True)
+    p.set_defaults(func=run_bgp_figure)
+
     register_student(sub)
 
     p = sub.add_parser("report-speed", help="teacher vs student latency bar chart (benchmarks/bench_speed.py JSON)")
@@ -73,6 +84,22 @@ def run_figure(args: argparse.Namespace) -> None:
 
     qualitative_figure(args.manifest, _kv(args.edges), _kv(args.results), args.out_png, args.out_pdf,
                        image_ids=args.image_ids, dpi=args.dpi)
+
+
+def run_bgp_figure(args: argparse.Namespace) -> None:
+    import json
+    import logging
+
+    from trace_edges.bgp import bgp_params
+    from trace_edges.data.coco import load_manifest
+    from trace_edges.edges.store import EdgeSet
+    from trace_edges.report.bgp_figure import bgp_figure
+
+    image_id = args.image_id if args.image_id is not None else min(r["id"] for r in load_manifest(args.manifest)["images"])
+    counts = bgp_figure(args.manifest, args.proposals, args.edges, bgp_params(json.loads(args.params)),
+                        args.out_png, args.out_pdf, image_id=image_id, edge_label=EdgeSet(args.edges).source,
+                        dpi=args.dpi)
+    logging.getLogger(__name__).info("BGP steps on image %d: %s", image_id, counts)
 
 
 def register_student(sub: argparse._SubParsersAction) -> None:
