@@ -100,13 +100,14 @@ def test_each_ablation_cell_has_its_artifacts_and_one_edit_reruns_only_its_cell(
     from trace_edges.ablations import expand
     from trace_edges.config import load_workflow_config
 
-    exp = expand(load_workflow_config(workdir / "config.yaml"))
+    cfg = load_workflow_config(workdir / "config.yaml")
+    exp = expand(cfg)
     ab = workdir / R / "ablations"
     rows = list(csv.DictReader((ab / "ablations_tidy.csv").open()))
     assert {(r["grid"], r["cell"]) for r in rows} == {(c.grid, c.cell) for c in exp.cells}
     for c in exp.cells:
         metrics = json.loads((ab / "metrics/uis" / f"{c.variant}.json").read_text())
-        assert metrics["num_images"] == 4 and metrics["edge_source"] == c.variant
+        assert metrics["num_images"] == cfg["ablations"]["max_images"] and metrics["edge_source"] == c.variant
         if c.edges == "teacher":
             assert (ab / "teacher" / c.variant / "iep.json").is_file()
             assert json.loads((ab / "edges" / c.variant / "manifest.json").read_text())["source"] == "trace_teacher"
