@@ -46,3 +46,20 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as ei:
         main(["--version"])
     assert ei.value.code == 0 and "trace-edges" in capsys.readouterr().out
+
+
+def test_threads_limit_without_importing_torch():
+    """--threads caps torch's threads through OMP_NUM_THREADS (read at torch's import), so a stage
+    that never uses torch does not import it just to set a thread count."""
+    import subprocess
+    import sys
+
+    code = ("import os, sys\n"
+            "from trace_edges.cli import limit_threads\n"
+            "os.environ['OMP_NUM_THREADS'] = '7'\n"
+            "limit_threads(1)\n"
+            "assert 'torch' not in sys.modules\n"
+            "import torch\n"
+            "print(torch.get_num_threads())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "1"

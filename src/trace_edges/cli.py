@@ -64,18 +64,24 @@ def add_common(p: argparse.ArgumentParser, *, threads: bool = True, params: bool
         p.add_argument("--threads", type=int, default=1, help="CPU threads / worker processes (default 1)")
 
 
+def limit_threads(threads: int) -> None:
+    """At most ``threads`` compute threads: torch reads OMP_NUM_THREADS when it is first imported,
+    so stages that never touch torch (BGP, scoring: most jobs) do not pay its ~3 s import for this."""
+    n = max(1, int(threads))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+    torch = sys.modules.get("torch")
+    if torch is not None:  # already imported: tell it directly
+        torch.set_num_threads(n)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     threads = getattr(args, "threads", None)
     if threads:
-        try:
-            import torch
-
-            torch.set_num_threads(max(1, threads))
-        except ImportError:  # pragma: no cover - torch is a hard dependency
-            pass
+        limit_threads(threads)
     try:
         args.func(args)
     except TraceEdgesError as exc:
