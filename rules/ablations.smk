@@ -11,7 +11,7 @@
 #   ab_bgp / ab_score_uis / ab_score_edges   per variant, the run's own BGP and scoring stages
 #   ablation_table  every cell -> ablations_tidy.csv (+ Markdown per grid, + the teacher latencies)
 
-from trace_edges.ablations import cells_json, expand as expand_ablations, variants  # noqa: E402
+from trace_edges.ablations import cells_json, data_block, expand as expand_ablations, variants  # noqa: E402
 
 AB = f"{R}/ablations"
 AB_ON = bool(config["ablations"]["enabled"] and config["ablations"]["grids"])
@@ -46,7 +46,7 @@ rule ab_prepare:
     output:
         f"{AB}/data/manifest.json",
     params:
-        data=as_json({**_D, "max_images": config["ablations"]["max_images"]}),
+        data=as_json(data_block(config)),
         edge_gt=as_json(config["edge_gt"]),
         out_dir=f"{AB}/data",
     log:

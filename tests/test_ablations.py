@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from trace_edges.ablations import cells_json, expand, teacher_variant, variants
+from trace_edges.ablations import VARIANT_NAME, cells_json, expand, teacher_variant, variants
 from trace_edges.config import validate
 from trace_edges.errors import ConfigError
 from trace_edges.report.ablations import build_ablation_report, latency_rows, tidy_rows
@@ -36,6 +36,7 @@ def test_cells_with_the_same_effective_parameters_share_a_variant():
     assert exp.teachers[by[("divergence", "jsd")]]["divergence"] == "jsd"
     assert exp.students[by[("decoder", "wide")]]["decoder"]["hidden"] == 128
     assert variants(exp) == sorted({v for v in by.values() if v != "none"})
+    assert all(VARIANT_NAME.match(v) for v in variants(exp) if v != "main")     # what the audit recognises
     assert [c["cell"] for c in cells_json(exp)] == ["kl", "jsd", "a", "c", "d", "wide"]
 
 

@@ -42,6 +42,10 @@ class Expansion:
     students: dict[str, dict[str, Any]]   # variant -> effective student block ('main' = the run's own)
 
 
+#: every variant name teacher_variant / student_variant can make ('main' and 'none' aside)
+VARIANT_NAME = re.compile(r"^(?:t_[A-Za-z0-9]+_|s_)[0-9a-f]{8}$")
+
+
 def digest(obj: Any, n: int = 8) -> str:
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:n]
@@ -54,6 +58,12 @@ def teacher_variant(teacher: Mapping[str, Any]) -> str:
 
 def student_variant(student: Mapping[str, Any], base_student: Mapping[str, Any]) -> str:
     return "main" if dict(student) == dict(base_student) else f"s_{digest(student)}"
+
+
+def data_block(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``data`` block of the ablation images: the run's own, limited to the first
+    ``ablations.max_images`` images (what rule ab_prepare prepares)."""
+    return {**config.get("data", {}), "max_images": (config.get("ablations") or {}).get("max_images")}
 
 
 def expand(config: Mapping[str, Any]) -> Expansion:
@@ -107,4 +117,4 @@ def cells_json(exp: Expansion) -> list[dict[str, Any]]:
             for c in exp.cells]
 
 
-__all__ = ["Cell", "Expansion", "cells_json", "digest", "expand", "student_variant", "teacher_variant", "variants"]
+__all__ = ["VARIANT_NAME", "Cell", "Expansion", "cells_json", "data_block", "digest", "expand", "student_variant", "teacher_variant", "variants"]

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
@@ -134,9 +133,6 @@ def _records(root: Path, paths: Iterable[str]) -> Iterator[tuple[str, Mapping[st
                 yield f.relative_to(root).as_posix(), rec
 
 
-_VARIANT = re.compile(r"^[ts]_[A-Za-z0-9_]+$")
-
-
 def _effective_config(rel: str, config: Mapping[str, Any], exp: ablations.Expansion | None
                       ) -> tuple[Mapping[str, Any] | None, str | None]:
     """The config an artifact was made with: the run's own, or, under ``ablations/``, the run's own
@@ -146,16 +142,14 @@ def _effective_config(rel: str, config: Mapping[str, Any], exp: ablations.Expans
     parts = rel.split("/")
     if "ablations" not in parts:
         return config, None
-    # the grids run on the first ablations.max_images images (rule ab_prepare)
-    base = {**config, "data": {**config.get("data", {}),
-                               "max_images": (config.get("ablations") or {}).get("max_images")}}
+    base = {**config, "data": ablations.data_block(config)}
     for part in parts[parts.index("ablations") + 1:]:
         part = part.split(".", 1)[0]  # metrics/uis/<variant>.json
         if exp is not None and part in exp.teachers:
             return {**base, "teacher": exp.teachers[part]}, None
         if exp is not None and part in exp.students:
             return {**base, "student": exp.students[part]}, None
-        if _VARIANT.match(part):
+        if ablations.VARIANT_NAME.match(part):
             return None, f"ablation variant {part!r} is no longer in the config's ablation grids"
     return base, None
 

@@ -64,14 +64,14 @@ def fast_binary_thin(x: np.ndarray) -> np.ndarray:
     passes = 0
     while True:
         lut, mut = (lut1, mut1) if passes % 2 == 0 else (lut2, mut2)
-        if candidates.size:
-            index = flat[candidates[:, None] + offsets[None, :]] @ weights
-            changed = candidates[mut[index]]
-        else:
-            changed = candidates
+        if candidates.size == 0:
+            break
+        index = flat[candidates[:, None] + offsets[None, :]] @ weights
+        mutates = mut[index]
+        changed = candidates[mutates]
         if changed.size == 0:
             break
-        flat[changed] = lut[index[mut[index]]]
+        flat[changed] = lut[index[mutates]]
         passes += 1
         if passes == 1:
             # the second table has not seen the image yet: all foreground pixels are candidates
