@@ -24,7 +24,7 @@ def tiny_model_input(backbone):
     if os.path.normpath(backbone["model"]) != expected:
         raise ValueError(f"config: a tiny {backbone['family']} model must live at {expected} "
                          f"(got model: {backbone['model']!r}); fix: set model: {expected} or tiny: false")
-    return [f"{expected}/model_index.json"]
+    return [f"{expected}/{tiny_marker(backbone['family'])}"]
 
 
 def _model_input(wildcards):
@@ -41,12 +41,37 @@ rule build_tiny_model:
         out_dir="build/models/tiny-{family}",
         seed=config["seed"],
     wildcard_constraints:
-        family="sd15|sdxl|sd3|pixart|flux",
+        family="|".join(DIFFUSION_FAMILIES),
     log:
         f"{LOGS}/teacher/build_tiny_model_{{family}}.log",
     benchmark:
         f"{BENCH}/teacher/build_tiny_model_{{family}}.tsv"
     priority: MAIN_CHAIN_PRIORITY
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "{TE} build-tiny --family {wildcards.family} --seed {params.seed} --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule build_tiny_encoder:
+    """A tiny random image encoder (transformers layout) for Table 5's non-diffusion control."""
+    input:
+        code=code("build_tiny"),
+    output:
+        "build/models/tiny-{family}/config.json",
+    params:
+        out_dir="build/models/tiny-{family}",
+        seed=config["seed"],
+    wildcard_constraints:
+        family="|".join(ENCODER_FAMILIES),
+    log:
+        f"{LOGS}/teacher/build_tiny_model_{{family}}.log",
+    benchmark:
+        f"{BENCH}/teacher/build_tiny_model_{{family}}.tsv"
     threads: 1
     resources:
         mem_mb=2000,

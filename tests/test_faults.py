@@ -128,7 +128,7 @@ def test_full_disk_gives_a_clear_error_and_keeps_finished_items(prepared, tmp_pa
         shutil.copytree(mnt / "sobel", tmp_path / "sobel")
         res = subprocess.run(cmd[:-1] + [str(tmp_path / "sobel")], env=_env(), capture_output=True, text=True, check=True)
         assert (tmp_path / "sobel/manifest.json").exists()
-        assert f"reused" in res.stderr
+        assert "reused" in res.stderr
     finally:
         subprocess.run(["umount", str(mnt)], capture_output=True)
 

@@ -87,3 +87,25 @@ def test_render_and_build(embedded, tmp_path):
     build_paper_vs_ours(embedded, summary, outs)
     assert outs[0].read_text() == outs[1].read_text()
     assert "| TRACE | COCO 2014 val panoptic boundaries | ODS | 0.889 | 0.200 | proxy at embedded scale |" in outs[0].read_text()
+
+
+def test_promerge_rows_name_their_overlay_and_fill_from_an_imported_promerge_run(project_root, paper, embedded):
+    by_id = {e["id"]: e for e in load_numbers()}
+    # a run without ProMerge proposals: the rows say what is needed and give the exact command
+    for cfg in (embedded, paper):
+        a = assess(by_id["t1_promerge_trace_ap"], RunFacts(cfg, SUMMARY))
+        assert a["status"] == NEEDS and a["ours"] is None
+        assert "config.promerge.yaml" in a["note"] and "external.name: promerge" in a["note"]
+    # the overlay is a valid config and names ProMerge
+    run = load_workflow_config(project_root / "config.yaml", project_root / "config.paper.yaml",
+                               project_root / "config.promerge.yaml")
+    assert run["proposals"]["method"] == "external" and run["proposals"]["external"]["name"] == "promerge"
+    run["ablations"]["max_images"] = None
+    facts = RunFacts(run, SUMMARY)
+    got = assess(by_id["t1_promerge_trace_ap"], facts)
+    assert got["status"] == REPRODUCED and got["ours"] == pytest.approx(5.0)
+    assert assess(by_id["t1_promerge_ap"], facts)["ours"] == pytest.approx(2.0)
+    # imported proposals of another method do not stand for ProMerge
+    other = {**run, "proposals": {**run["proposals"], "external": {**run["proposals"]["external"], "name": "cutler"}}}
+    assert assess(by_id["t1_promerge_ap"], RunFacts(other, SUMMARY))["status"] == NEEDS
+

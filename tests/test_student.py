@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-from trace_edges import provenance
 from trace_edges.backbones import load_backbone
 from trace_edges.backbones.tiny import tiny_model_dir, tiny_spec
 from trace_edges.config import validate

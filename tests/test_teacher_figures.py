@@ -309,11 +309,14 @@ def test_backbones_pca_figure_one_row_per_backbone(tmp_path, coco_mini):
 
     rgb = load_rgb(coco_mini / "images" / "000000037777.jpg")
     runs = []
-    for fam in ("sd15", "sd3"):
-        p = validate({"backbone": {"family": fam, "model": str(tiny_model_dir(fam))}}, block="teacher")
+    for fam in ("sd15", "sd3", "dinov2"):
+        p = validate({"backbone": {"family": fam, "model": str(tiny_model_dir(fam)),
+                                   "resolution": tiny_backbone(fam).resolution}}, block="teacher")
         runs.append((fam, tiny_backbone(fam), p))
     out = tf.backbones_pca_figure(runs, rgb, tmp_path / "b.png", tmp_path / "b.pdf")
-    assert list(out) == ["sd15", "sd3"]
-    for fam, bb, p in runs:
+    assert list(out) == ["sd15", "sd3", "dinov2"]
+    for fam, bb, p in runs[:2]:
         assert out[fam]["t_star"] == run_teacher(bb, rgb, p).t_star
+    # the non-diffusion control has no trajectory: no IEP, its 16x16 patch grid
+    assert out["dinov2"] == {"t_star": None, "grid": (16, 16)}
     assert (tmp_path / "b.png").stat().st_size > 20_000 and (tmp_path / "b.pdf").stat().st_size > 5_000

@@ -111,6 +111,12 @@ def test_each_ablation_cell_has_its_artifacts_and_one_edit_reruns_only_its_cell(
         if c.edges == "teacher":
             assert (ab / "teacher" / c.variant / "iep.json").is_file()
             assert json.loads((ab / "edges" / c.variant / "manifest.json").read_text())["source"] == "trace_teacher"
+    # the non-diffusion control (Table 5's DINOv2 row): ABDiv at t = 0, no IEP curve
+    dino = [c for c in exp.cells if c.variant.startswith("t_dinov2_")]
+    assert [c.cell for c in dino] == ["dinov2"]
+    iep = json.loads((ab / "teacher" / dino[0].variant / "iep.json").read_text())
+    assert len(iep["images"]) == cfg["ablations"]["max_images"]
+    assert all(v["t_star"] == 0 and v["kl_curve"] == {} for v in iep["images"].values())
     over = tmp_path / "one_cell.yaml"
     over.write_text("ablations:\n  grids:\n    divergence:\n      cells:\n"
                     "        jsd: {edges: teacher, teacher: {divergence: jsd, neighbourhood: 8}}\n")

@@ -83,6 +83,28 @@ def validate(config: Mapping[str, Any], *, block: str | None = None,
     return data
 
 
+def check_consistency(config: Mapping[str, Any], *, where: str = "config") -> None:
+    """Rules across blocks that the schema cannot say clearly (called after :func:`validate` by
+    :func:`load_config`, :func:`load_workflow_config` and the Snakefile).
+
+    * An image-encoder teacher backbone (``dinov2``, the paper's non-diffusion control) has no
+      timestep to distil into: no ``trace_student`` edge source and no student ablation cell."""
+    from trace_edges.families import ENCODER_FAMILIES
+
+    family = ((config.get("teacher") or {}).get("backbone") or {}).get("family")
+    if family not in ENCODER_FAMILIES:
+        return
+    cells = [f"{g}.{c}" for g, spec in (((config.get("ablations") or {}).get("grids")) or {}).items()
+             for c, cell in (spec.get("cells") or {}).items() if (cell or {}).get("edges") == "student"]
+    if "trace_student" in ((config.get("edges") or {}).get("sources") or []) or cells:
+        raise ConfigError(
+            f"{where}: teacher.backbone.family {family!r} is an image encoder (no diffusion timestep), so "
+            f"no student can be distilled from it, but the run asks for one"
+            + (f" (student cells: {cells})" if cells else " (edges.sources has trace_student)"),
+            fix="drop trace_student from edges.sources and the student ablation cells, or use a diffusion "
+                "family for the main teacher (encoders belong in the `backbone` ablation grid)")
+
+
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Load a YAML config (``None`` = pure defaults), apply ``overrides``, validate."""
     raw: dict[str, Any] = {}
@@ -99,7 +121,9 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
             raise ConfigError("top level must be a mapping", path=path)
     if overrides:
         raw = deep_merge(raw, overrides)
-    return validate(raw, where=str(path) if path else "config")
+    out = validate(raw, where=str(path) if path else "config")
+    check_consistency(out, where=str(path) if path else "config")
+    return out
 
 
 def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -137,4 +161,7 @@ def load_workflow_config(*configfiles: str | Path) -> dict[str, Any]:
             merged = deep_merge(merged, yaml.safe_load(f.read_text(encoding="utf-8")) or {})
         except yaml.YAMLError as exc:
             raise ConfigError(f"not valid YAML ({exc})", path=f) from exc
-    return validate(merged, where=" + ".join(str(f) for f in configfiles))
+    where = " + ".join(str(f) for f in configfiles)
+    out = validate(merged, where=where)
+    check_consistency(out, where=where)
+    return out

@@ -4,8 +4,10 @@
 ...                     "resolution": 1024})                                   # doctest: +SKIP
 >>> z0 = bb.encode(rgb); eps_or_v = bb.predict(z0, 0)                         # doctest: +SKIP
 
-Families: ``sd15``, ``sdxl``, ``sd3`` (paper default: SD3.5-Large), ``pixart`` (PixArt-α),
-``flux`` (FLUX.1). Tiny random models of the same architectures: :mod:`trace_edges.backbones.tiny`.
+Diffusion families: ``sd15``, ``sdxl``, ``sd3`` (paper default: SD3.5-Large), ``pixart``
+(PixArt-α), ``flux`` (FLUX.1). Non-diffusion control (Table 5): ``dinov2`` (DINOv2, a ViT
+encoder loaded through transformers; no trajectory, ABDiv on its self-attention at ``t = 0``).
+Tiny random models of the same architectures: :mod:`trace_edges.backbones.tiny`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 
 from trace_edges.backbones.base import AttnSite, Backbone, EpsBackbone, FlowBackbone, SPEC_KEYS
 from trace_edges.errors import ConfigError
+from trace_edges.families import ENCODER_FAMILIES  # noqa: F401  (re-exported)
 
 #: family name -> "module:class" (imported lazily: diffusers pipelines are slow to import).
 FAMILIES: dict[str, str] = {
@@ -25,6 +28,7 @@ FAMILIES: dict[str, str] = {
     "sd3": "trace_edges.backbones.sd3:SD3Backbone",
     "pixart": "trace_edges.backbones.pixart:PixArtBackbone",
     "flux": "trace_edges.backbones.flux:FluxBackbone",
+    "dinov2": "trace_edges.backbones.dinov2:Dinov2Backbone",
 }
 
 
@@ -48,5 +52,5 @@ def load_backbone(spec: Mapping[str, Any], device: str | torch.device = "cpu",
     return backbone_class(spec["family"])(spec, device=device, dtype=dtype)
 
 
-__all__ = ["AttnSite", "Backbone", "EpsBackbone", "FlowBackbone", "FAMILIES", "SPEC_KEYS",
+__all__ = ["AttnSite", "Backbone", "EpsBackbone", "FlowBackbone", "ENCODER_FAMILIES", "FAMILIES", "SPEC_KEYS",
            "backbone_class", "load_backbone"]

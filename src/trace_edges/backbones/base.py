@@ -45,7 +45,9 @@ class AttnSite:
     ``kind``: ``"self"`` (image tokens only: U-Net ``attn1``, PixArt ``attn1``, SD3.5-M's
     ``attn2``), ``"joint"`` (SD3/FLUX double-stream: image and text are separate inputs; the
     image part is the whole ``hidden_states``), ``"single"`` (FLUX single-stream: the input is
-    ``[text, image]`` concatenated; the image tokens are the last ``grid[0] * grid[1]``).
+    ``[text, image]`` concatenated; the image tokens are the last ``grid[0] * grid[1]``), ``"vit"``
+    (a transformers ViT encoder's attention, DINOv2: CLS/register tokens first, then the patches;
+    recorded by a forward pre-hook, see :mod:`trace_edges.teacher.capture`).
     ``grid`` is the ``(h, w)`` token grid; token ``n`` sits at row ``n // w``, column ``n % w``.
     ``n_text`` is the number of leading text tokens of a ``"single"`` site (None otherwise).
     """

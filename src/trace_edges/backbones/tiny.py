@@ -1,4 +1,4 @@
-"""Tiny random models of the five real architectures, built locally (no download).
+"""Tiny random models of the five real architectures (+ DINOv2), built locally (no download).
 
 Each tiny model uses the SAME diffusers / transformers classes as the real one (U-Net or DiT,
 ``AutoencoderKL`` with 4 down blocks so the VAE factor is 8, the real scheduler class with the
@@ -25,12 +25,16 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
+
+from trace_edges.families import DIFFUSION_FAMILIES, ENCODER_FAMILIES, tiny_marker  # noqa: F401
 
 #: default square input size (pixels) for the tiny models: 16x16 DiT token grids.
 TINY_RESOLUTION = 256
 
-FAMILIES = ("sd15", "sdxl", "sd3", "pixart", "flux")
+#: the diffusion families; the non-diffusion ENCODER_FAMILIES (Table 5's controls) are buildable too
+FAMILIES = DIFFUSION_FAMILIES
+#: the tiny DINOv2's input size: 224 / 14 = 16x16 patches, the tiny DiTs' grid
+TINY_ENCODER_RESOLUTION = 224
 
 # Scheduler configs of the real checkpoints (scheduler/scheduler_config.json on the hub).
 SCHEDULER_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -262,8 +266,20 @@ def _build_flux(tmp: Path):
                         text_encoder_2=te2, tokenizer_2=tok2, transformer=transformer)
 
 
+def _build_dinov2(tmp: Path):
+    """DINOv2-G's layout (patch 14, SwiGLU MLP, layer scale) at toy widths: a 224 px input gives
+    the same 16x16 token grid as the tiny DiTs at 256 px."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    cfg = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=4,
+                       patch_size=14, image_size=TINY_ENCODER_RESOLUTION, use_swiglu_ffn=True,
+                       layerscale_value=1.0, qkv_bias=True)
+    return Dinov2Model(cfg).eval()
+
+
 _BUILDERS: dict[str, Callable[[Path], Any]] = {
     "sd15": _build_sd15, "sdxl": _build_sdxl, "sd3": _build_sd3, "pixart": _build_pixart, "flux": _build_flux,
+    "dinov2": _build_dinov2,
 }
 
 
@@ -276,22 +292,10 @@ def build_tiny(family: str, out_dir: str | Path, *, seed: int = 0) -> Path:
     if family not in _BUILDERS:
         from trace_edges.errors import ConfigError
 
-        raise ConfigError(f"unknown tiny family {family!r}", fix=f"use one of {list(FAMILIES)}")
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            pipe = _BUILDERS[family](staging / "_tok")
-        shutil.rmtree(staging / "_tok", ignore_errors=True)
-        pipe.save_pretrained(staging / "model", safe_serialization=True)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        (staging / "model").rename(out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return out_dir
+        raise ConfigError(f"unknown tiny family {family!r}", fix=f"use one of {list(_BUILDERS)}")
+    from trace_edges.hub import build_atomically
+
+    return build_atomically(_BUILDERS[family], out_dir, seed=seed)
 
 
 def build_all(out_root: str | Path, *, seed: int = 0,
@@ -303,7 +307,8 @@ def build_all(out_root: str | Path, *, seed: int = 0,
 
 def tiny_spec(family: str, path: str | Path, **extra: Any) -> dict[str, Any]:
     """The backbone spec that loads a tiny model built by :func:`build_tiny`."""
-    return {"family": family, "model": str(path), "revision": None, "resolution": TINY_RESOLUTION, **extra}
+    res = TINY_ENCODER_RESOLUTION if family in ENCODER_FAMILIES else TINY_RESOLUTION
+    return {"family": family, "model": str(path), "revision": None, "resolution": res, **extra}
 
 
 _TINY_ROOT: list[Path] = []

@@ -9,8 +9,9 @@ from trace_edges.commands import stage_params
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("build-tiny", help="build a tiny random model of a backbone family (diffusers layout)")
-    p.add_argument("--family", required=True, choices=["sd15", "sdxl", "sd3", "pixart", "flux"])
+    p = sub.add_parser("build-tiny", help="build a tiny random model of a backbone family (diffusers layout; "
+                                          "dinov2: transformers layout)")
+    p.add_argument("--family", required=True, choices=["sd15", "sdxl", "sd3", "pixart", "flux", "dinov2"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=run_build_tiny)

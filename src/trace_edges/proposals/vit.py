@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import functools
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -55,23 +53,12 @@ def resolve_device(name: str) -> torch.device:
 def load_vit(model: str, revision: str | None = None, device: str = "cpu"):
     """The ViT at ``model`` (hub id or local directory), float32, eval mode, on ``device``."""
     from transformers import ViTModel
-    from transformers.utils import logging as hf_logging
 
-    from trace_edges.errors import DataError
+    from trace_edges.hub import from_pretrained
 
-    hf_logging.disable_progress_bar()
-    try:
-        vit = ViTModel.from_pretrained(model, revision=revision, add_pooling_layer=False,
-                                       dtype=torch.float32)
-    except (OSError, ValueError, EnvironmentError) as exc:
-        local = Path(model).exists()
-        raise DataError(
-            f"cannot load the MaskCut ViT from {'local directory' if local else 'hub id'} {model!r} "
-            f"(revision {revision!r}): {type(exc).__name__}: {exc}",
-            fix=("build it with `trace-edges build-tiny-vit --out-dir DIR` (rule build_tiny_vit)" if local
-                 else "check the hub id / revision or pre-download it; with HF_HUB_OFFLINE=1 it must "
-                      "already be in the HF cache"),
-        ) from exc
+    vit = from_pretrained(ViTModel, model, revision, what="the MaskCut ViT",
+                          build_hint="build it with `trace-edges build-tiny-vit --out-dir DIR` (rule build_tiny_vit)",
+                          add_pooling_layer=False, dtype=torch.float32)
     vit.eval().requires_grad_(False)
     return vit.to(resolve_device(device))
 
@@ -159,17 +146,7 @@ def build_tiny_vit(out_dir: str | Path, *, seed: int = 0) -> Path:
     atomically). The same seed gives byte-identical weights. Returns ``out_dir``."""
     from transformers import ViTConfig, ViTModel
 
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            vit = ViTModel(ViTConfig(**TINY_VIT), add_pooling_layer=False).eval()
-        vit.save_pretrained(staging / "model", safe_serialization=True)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        (staging / "model").rename(out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return out_dir
+    from trace_edges.hub import build_atomically
+
+    return build_atomically(lambda _scratch: ViTModel(ViTConfig(**TINY_VIT), add_pooling_layer=False).eval(),
+                            out_dir, seed=seed)

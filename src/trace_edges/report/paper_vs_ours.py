@@ -30,6 +30,7 @@ NEEDS = "needs the paper preset"
 MISSING = "not reproducible here"
 
 PAPER_COMMAND = "snakemake --cores all --configfile config.paper.yaml"
+BUILTIN_PROPOSALS = ("felzenszwalb", "maskcut", "external")
 #: datasets a run can stand for: what our data.dataset is measured on
 RUN_DATASET = {"coco2017_val": "coco2017_val", "coco_mini": "coco2017_val"}
 
@@ -73,6 +74,10 @@ class RunFacts:
         self.tiny = bool(config["teacher"]["backbone"]["tiny"])
         self.dataset = RUN_DATASET.get(config["data"]["dataset"], config["data"]["dataset"])
         self.full_data = config["data"]["dataset"] == "coco2017_val" and config["data"].get("max_images") is None
+        prop = config["proposals"]
+        #: the proposals' method: a built-in one, or the name of an imported one (external.name)
+        self.proposals = prop["method"] if prop["method"] != "external" else \
+            ((prop.get("external") or {}).get("name") or "external")
 
     def value(self, ours: Mapping[str, Any]) -> float | None:
         if "summary" in ours:
@@ -96,8 +101,10 @@ class RunFacts:
     def unmet(self, ours: Mapping[str, Any]) -> str | None:
         """Why this run cannot stand for the entry (a `requires` the run's config does not meet)."""
         for block, want in (ours.get("requires") or {}).items():
-            if block == "proposals" and self.config["proposals"]["method"] != want:
-                return f"proposals.method: {want} (this run: {self.config['proposals']['method']})"
+            if block == "proposals" and self.proposals != want:
+                if want in BUILTIN_PROPOSALS:
+                    return f"proposals.method: {want} (this run: {self.proposals})"
+                return f"{want} proposals (proposals.method: external, external.name: {want}; this run: {self.proposals})"
         return None
 
 
@@ -119,8 +126,8 @@ def assess(entry: Mapping[str, Any], facts: RunFacts) -> dict[str, Any]:
         return out
     unmet = facts.unmet(ours)
     if unmet:
-        return {"ours": None, "status": NEEDS,
-                "note": f"needs {unmet}: `{PAPER_COMMAND}` (the paper preset uses it)"}
+        how = f"`{entry['command']}`" if entry.get("command") else f"`{PAPER_COMMAND}` (the paper preset uses it)"
+        return {"ours": None, "status": NEEDS, "note": f"needs {unmet}: {how}"}
     value = facts.value(ours)
     if value is None:
         if "speed" in ours:

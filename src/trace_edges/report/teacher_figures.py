@@ -205,64 +205,27 @@ def materialise_sa(qs, ks, grids, out_grid, scales=None, *, chunk: int = 1024) -
 
 
 def walk_trajectory(backbone: Any, rgb: np.ndarray, params: Mapping[str, Any], *, seed: int = 0) -> TrajectorySA:
-    """:func:`~trace_edges.teacher.trajectory.run_teacher`'s loop, also materialising SA per step.
-
-    The IEP curve and the ABDiv maps are computed by the same calls with the same parameters as
-    ``run_teacher`` (``mode``, ``divergence``, ``eps``, ``chunk``, ``neighbourhood``), so ``t_star``,
-    ``kl_curve`` and ``abdiv`` equal its results. Grids above :data:`MAX_GRID` are refused before
-    the first forward.
+    """:func:`~trace_edges.teacher.trajectory.run_teacher` itself, also materialising SA per step
+    (through its ``on_step`` callback), so ``t_star``, ``kl_curve`` and ``abdiv`` are its results.
+    Grids above :data:`MAX_GRID` are refused before the first forward.
     """
     from trace_edges.backbones.base import resize_rgb
-    from trace_edges.teacher.capture import capture_qk
-    from trace_edges.teacher.divergence import _argmax_step, abdiv_from_qk, iep_divergence_from_qk
-    from trace_edges.teacher.trajectory import TRAJECTORIES, _largest_grid
+    from trace_edges.teacher.trajectory import _largest_grid, run_teacher
 
-    trajectory = params["trajectory"]
-    if trajectory not in TRAJECTORIES:
-        raise ValueError(f"trajectory must be one of {TRAJECTORIES}, got {trajectory!r}")
     sites = backbone.attention_sites()
     check_grid(_largest_grid([tuple(s.grid) for s in sites]))
-    mode, divergence = params["mode"], params["divergence"]
-    kw = dict(divergence=divergence, eps=params["eps"], chunk=params["chunk"])
     steps = backbone.timesteps(params["stride"])
-    if len(steps) < 2:
+    if len(steps) < 2 and getattr(backbone, "kind", None) != "encoder":
         raise ConfigError(f"stride {params['stride']} gives a single step; the IEP needs at least two")
-    x0 = backbone.encode(rgb)
-    noise = None
-    if trajectory == "noise":
-        gen = torch.Generator(device="cpu").manual_seed(int(seed))
-        noise = torch.randn(x0.shape, generator=gen, dtype=torch.float32).to(device=x0.device, dtype=x0.dtype)
+    sas: list[np.ndarray] = []
 
-    maps, sas = [], []
-    curve: dict[int, float] = {}
-    prev = None
-    grids = None
-    x = x0
-    with torch.no_grad(), capture_qk(backbone, sites) as cap:
-        for k, t in enumerate(steps):
-            if trajectory == "noise":
-                x = x0 if t == 0 else backbone.add_noise(x0, noise, t)
-            out = backbone.predict(x, t)
-            captured = cap.pop()
-            qs = [c.q.float() for c in captured]
-            ks = [c.k.float() for c in captured]
-            scales = [c.scale for c in captured]
-            grids = [tuple(c.grid) for c in captured]
-            out_grid = check_grid(_largest_grid(grids))
-            maps.append(abdiv_from_qk(qs, ks, grids, out_grid, mode, neighbourhood=params["neighbourhood"],
-                                      scales=scales, **kw).float().cpu().numpy())
-            sas.append(materialise_sa(qs, ks, grids, out_grid, scales, chunk=params["chunk"])
-                       .float().cpu().numpy())
-            if prev is not None:
-                curve[t] = iep_divergence_from_qk(prev, (qs, ks), grids, out_grid, mode, scales=scales, **kw)
-            prev = (qs, ks)
-            if trajectory == "inversion" and k + 1 < len(steps):
-                x = backbone.step(x, t, steps[k + 1], out)
-            del out, captured
-    return TrajectorySA(steps=list(steps), grid=_largest_grid(grids), sa=sas, abdiv=np.stack(maps),
-                        kl_curve=curve, t_star=_argmax_step(curve),
-                        image=resize_rgb(rgb, int(backbone.resolution)),
-                        info={"blocks": len(grids), "grids": sorted(set(grids))})
+    def keep_sa(t, qs, ks, grids, out_grid, scales):
+        sas.append(materialise_sa(qs, ks, grids, check_grid(out_grid), scales, chunk=params["chunk"])
+                   .float().cpu().numpy())
+
+    res = run_teacher(backbone, rgb, params, seed=seed, on_step=keep_sa)
+    return TrajectorySA(steps=res.steps, grid=res.grid, sa=sas, abdiv=res.abdiv, kl_curve=res.kl_curve,
+                        t_star=res.t_star, image=resize_rgb(rgb, int(backbone.resolution)), info=res.info)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -513,7 +476,8 @@ def backbones_pca_figure(runs: Sequence[tuple[str, Any, Mapping[str, Any]]], rgb
     """One row per backbone ``(label, backbone, teacher params)``: input, SA PCA at τ = 0 (what a
     reader of the clean image's attention sees: "without IEP"), SA PCA at the IEP t*, ABDiv at t*.
 
-    Returns ``{label: {"t_star", "grid"}}``.
+    An image encoder (DINOv2) has no trajectory: its row shows its SA PCA and ABDiv, no IEP.
+    Returns ``{label: {"t_star" (None for an encoder), "grid"}}``.
     """
     import matplotlib.pyplot as plt
 
@@ -531,16 +495,22 @@ def backbones_pca_figure(runs: Sequence[tuple[str, Any, Mapping[str, Any]]], rgb
         a = res.abdiv[ks]
         panels = [(res.image, "input"), (pcs[0], f"SA PCA, τ = {res.steps[0]}\n(no IEP)"),
                   (pcs[1], f"SA PCA, t* = {res.t_star}\n(IEP)"), (None, f"ABDiv at t*\n{res.grid[0]}×{res.grid[1]} grid")]
+        encoder = getattr(backbone, "kind", None) == "encoder"
+        if encoder:  # a non-diffusion control: one read of the clean image, nothing to pick an IEP from
+            panels[1:] = [(pcs[0], "SA PCA\n(image encoder)"), ("", "no trajectory:\nno IEP"),
+                          (None, f"ABDiv on SA\n{res.grid[0]}×{res.grid[1]} grid")]
         for c, (img, title) in enumerate(panels):
             ax = axes[r, c]
-            if img is None:
+            if isinstance(img, str):
+                ax.set_facecolor("0.92")
+            elif img is None:
                 ax.imshow(a, cmap="magma", interpolation="nearest")
             else:
                 ax.imshow(img, interpolation="nearest" if c else "bilinear")
             ax.set_title(title, fontsize=6)
             _blank(ax)
         axes[r, 0].set_ylabel(label, fontsize=7)
-        out[label] = {"t_star": res.t_star, "grid": res.grid}
+        out[label] = {"t_star": None if encoder else res.t_star, "grid": res.grid}
     _suptitle(fig, "Self-attention PCA per backbone (Fig. 8 analogue): clean-image attention vs attention at the "
                    "Instance Emergence Point", tiny)
     style.save(fig, out_png, out_pdf, dpi=dpi)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 
 from trace_edges import provenance
 from trace_edges.bgp import run_bgp

@@ -33,7 +33,7 @@ from trace_edges.errors import ConfigError, DataError
 from trace_edges.io import atomic_path, read_json, sha256_file, write_json
 from trace_edges.stages._loop import run_items
 from trace_edges.stages.shards import num_shards
-from trace_edges.teacher.divergence import _argmax_step
+from trace_edges.teacher.divergence import iep_step
 from trace_edges.teacher.labels import ternarize
 from trace_edges.teacher.source import load_teacher_backbone, teacher_edge_map
 from trace_edges.teacher.trajectory import run_teacher, upsample_to_image
@@ -129,7 +129,7 @@ def run_iep(shard_files: Sequence[str | Path], out_json: str | Path, *, fixed_t:
         for iid in shard["images"]:
             rec = read_json(Path(sf).parent / f"{iid}.json", what="per-image IEP curve")
             curve = {int(t): float(v) for t, v in rec["kl_curve"].items()}
-            t_star = _argmax_step(curve) if fixed_t is None else nearest_step(rec["steps"], fixed_t)
+            t_star = iep_step(curve, rec["steps"]) if fixed_t is None else nearest_step(rec["steps"], fixed_t)
             per_image[str(iid)] = {"t_star": t_star, "kl_curve": rec["kl_curve"], "grid": rec["grid"]}
     hist: dict[str, int] = {}
     for v in per_image.values():

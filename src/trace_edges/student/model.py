@@ -197,6 +197,10 @@ class StudentModel(nn.Module):
         super().__init__()
         from peft import LoraConfig, inject_adapter_in_model
 
+        if getattr(backbone, "kind", None) not in ("eps", "flow"):
+            raise ConfigError(f"student: backbone family {getattr(backbone, 'family', '?')!r} is not a diffusion "
+                              f"model (kind {getattr(backbone, 'kind', None)!r}); the student predicts at t = 0 "
+                              f"of a denoiser", fix="use a diffusion family for the teacher the student learns from")
         self.backbone = backbone
         self.params = dict(params)
         lora, dec = params["lora"], params["decoder"]

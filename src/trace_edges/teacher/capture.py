@@ -1,7 +1,11 @@
 """Capture the per-head queries and keys of every image self-attention site of a denoiser.
 
 Only diffusers' attention-processor API is used (``module.set_processor``); no ``forward`` is
-ever patched. For each :class:`~trace_edges.backbones.AttnSite`, :func:`capture_qk` installs a
+ever patched. (The one exception is the non-diffusion control DINOv2, a transformers ViT with no
+processor API: its sites, kind ``"vit"``, are recorded by a PyTorch forward pre-hook on the
+attention module that recomputes ``q_proj`` / ``k_proj`` on the patch tokens, CLS and register
+tokens dropped; the module's output is untouched.) For each
+:class:`~trace_edges.backbones.AttnSite` of a diffusion denoiser, :func:`capture_qk` installs a
 recording processor that
 
 1. recomputes, for the image tokens only, the query and key exactly as the original processor
@@ -272,6 +276,45 @@ class _RecordingProcessor:
         self._capture._add(CapturedQK(site.name, q, k, float(scale), tuple(site.grid), site.kind))
 
 
+# ---------------------------------------------------------------------------- ViT encoders
+def _vit_hook(capture: QKCapture, site: AttnSite):
+    """A forward pre-hook for a transformers ViT attention module (``q_proj``, ``k_proj``,
+    ``num_attention_heads``, ``head_dim``, ``scaling``: DINOv2's ``Dinov2Attention``): records the
+    patch tokens' per-head Q/K exactly as the module computes them before its softmax."""
+
+    def hook(module, args, kwargs):
+        hs = args[0] if args else kwargs.get("hidden_states")
+        if hs is None or hs.ndim != 3 or hs.shape[0] != 1:
+            raise CaptureError(f"site {site.name}: expected hidden_states [1, tokens, dim], got "
+                               f"{None if hs is None else tuple(hs.shape)}", fix="call predict with one image")
+        if (args[1] if len(args) > 1 else kwargs.get("attention_mask")) is not None:
+            raise CaptureError(f"site {site.name}: an attention_mask is passed; restricting it to the "
+                               f"patch keys is not implemented", fix=FIX)
+        n = site.n_tokens
+        prefix = hs.shape[1] - n  # CLS (+ register tokens) come first
+        if prefix < 0:
+            raise CaptureError(f"site {site.name}: {hs.shape[1]} tokens but the site grid {site.grid} "
+                               f"has {n} patches", fix="encode at the backbone's resolution")
+        heads, head_dim = int(module.num_attention_heads), int(module.head_dim)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not capture.detach):
+            q = module.q_proj(hs[:, prefix:]).view(n, heads, head_dim).transpose(0, 1)
+            k = module.k_proj(hs[:, prefix:]).view(n, heads, head_dim).transpose(0, 1)
+        if capture.detach:
+            q, k = q.detach(), k.detach()
+        capture._add(CapturedQK(site.name, q, k, float(module.scaling), tuple(site.grid), site.kind))
+
+    return hook
+
+
+def _check_vit_site(site: AttnSite) -> None:
+    missing = [a for a in ("q_proj", "k_proj", "num_attention_heads", "head_dim", "scaling")
+               if not hasattr(site.module, a)]
+    if missing:
+        raise CaptureError(f"site {site.name} ({type(site.module).__name__}): a ViT attention module "
+                           f"without {missing}", fix="transformers changed its ViT attention; update "
+                                                     "trace_edges.teacher.capture._vit_hook")
+
+
 # ---------------------------------------------------------------------------- context
 class QKCapture:
     """Context manager returned by :func:`capture_qk`."""
@@ -290,15 +333,20 @@ class QKCapture:
         self._buffer: dict[str, CapturedQK] = {}
         self._seen: set[str] = set()
         self._originals: list[tuple[AttnSite, Any]] = []
+        self._hooks: list[Any] = []   # forward pre-hook handles of "vit" sites
         self._active = False
 
     # -- install / restore
     def __enter__(self) -> QKCapture:
         if self._active:
             raise CaptureError("capture_qk context entered twice", fix="use a fresh capture_qk(...)")
-        known = _known()
+        known = _known() if any(s.kind != "vit" for s in self.sites) else {}
         plan = []
         for site in self.sites:
+            if site.kind == "vit":
+                _check_vit_site(site)
+                plan.append((site, None, None))
+                continue
             proc = getattr(site.module, "processor", None)
             if proc is None or not hasattr(site.module, "set_processor"):
                 raise CaptureError(f"site {site.name} ({type(site.module).__name__}) has no attention "
@@ -309,6 +357,10 @@ class QKCapture:
             plan.append((site, proc, extractor))
         try:
             for site, proc, extractor in plan:
+                if site.kind == "vit":
+                    self._hooks.append(site.module.register_forward_pre_hook(_vit_hook(self, site),
+                                                                             with_kwargs=True))
+                    continue
                 site.module.set_processor(_RecordingProcessor(self, site, proc, extractor))
                 self._originals.append((site, proc))
         except BaseException:
@@ -327,6 +379,8 @@ class QKCapture:
 
     def _restore(self) -> None:
         errors = []
+        while self._hooks:
+            self._hooks.pop().remove()
         while self._originals:
             site, proc = self._originals.pop()
             try:

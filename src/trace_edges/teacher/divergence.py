@@ -157,6 +157,17 @@ def _argmax_step(curve: Mapping[int, float]) -> int:
     return int(best_t)
 
 
+def iep_step(curve: Mapping[int, float], steps: Sequence[int]) -> int:
+    """t* for a trajectory: the argmax of the IEP curve (Eq. 1; ties: the earliest step), or the
+    only step when there is no curve (a one-step "trajectory": an image encoder such as DINOv2,
+    whose self-attention is read once, as the paper's non-diffusion controls)."""
+    if curve:
+        return _argmax_step(curve)
+    if len(steps) != 1:
+        raise ValueError(f"an empty IEP curve for a {len(steps)}-step trajectory")
+    return int(steps[0])
+
+
 def _pairs(neighbourhood: int) -> list[tuple[tuple[int, int], tuple[int, int]]]:
     """Opposite-neighbour offset pairs (a, b): D(row(p+a) ‖ row(p+b))."""
     pairs = [((1, 0), (-1, 0)), ((0, 1), (0, -1))]

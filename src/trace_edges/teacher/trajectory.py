@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 
 from trace_edges.teacher.capture import capture_qk
-from trace_edges.teacher.divergence import _argmax_step, abdiv_from_qk, iep_divergence_from_qk
+from trace_edges.teacher.divergence import abdiv_from_qk, iep_divergence_from_qk, iep_step
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +57,20 @@ def _largest_grid(grids: list[tuple[int, int]]) -> tuple[int, int]:
 
 
 def run_teacher(backbone: Any, rgb: np.ndarray, params: Mapping[str, Any], *,
-                seed: int = 0) -> TeacherResult:
+                seed: int = 0, on_step: Callable[..., None] | None = None) -> TeacherResult:
     """Run the teacher on one image. ``params`` is the validated ``teacher`` config block
-    (``trajectory``, ``stride``, ``mode``, ``divergence``, ``neighbourhood``, ``chunk``, ``eps``)."""
+    (``trajectory``, ``stride``, ``mode``, ``divergence``, ``neighbourhood``, ``chunk``, ``eps``).
+
+    ``on_step(t, qs, ks, grids, out_grid, scales)``, if given, sees every step's captured per-site
+    Q/K (float32) before they are dropped (the teacher figures materialise SA from them).
+    An image encoder (``backbone.kind == "encoder"``, e.g. DINOv2) has the one step ``[0]``: ABDiv
+    on its self-attention, no IEP curve, ``t* = 0``."""
     trajectory = params["trajectory"]
     if trajectory not in TRAJECTORIES:
         raise ValueError(f"trajectory must be one of {TRAJECTORIES}, got {trajectory!r}")
     mode, divergence = params["mode"], params["divergence"]
     kw = dict(divergence=divergence, eps=params["eps"], chunk=params["chunk"])
     steps = backbone.timesteps(params["stride"])
-    device = getattr(backbone, "device", torch.device("cpu"))
 
     x0 = backbone.encode(rgb)
     noise = None
@@ -92,13 +96,15 @@ def run_teacher(backbone: Any, rgb: np.ndarray, params: Mapping[str, Any], *,
             out_grid = _largest_grid(grids)
             maps.append(abdiv_from_qk(qs, ks, grids, out_grid, mode, neighbourhood=params["neighbourhood"],
                                       scales=scales, **kw).float().cpu().numpy())
+            if on_step is not None:
+                on_step(t, qs, ks, grids, out_grid, scales)
             if prev is not None:
                 curve[t] = iep_divergence_from_qk(prev, (qs, ks), grids, out_grid, mode, scales=scales, **kw)
             prev = (qs, ks)
             if trajectory == "inversion" and k + 1 < len(steps):
                 x = backbone.step(x, t, steps[k + 1], out)
             del out, captured
-    t_star = _argmax_step(curve)
+    t_star = iep_step(curve, steps)
     log.debug("IEP curve %s -> t* = %d", curve, t_star)
     return TeacherResult(steps=list(steps), grid=_largest_grid(grids), abdiv=np.stack(maps), kl_curve=curve,
                          t_star=t_star, info={"blocks": len(grids), "grids": sorted(set(grids))})
