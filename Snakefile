@@ -26,6 +26,7 @@ validate(config, "src/trace_edges/schemas/config.schema.yaml")
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from trace_edges.families import DIFFUSION_FAMILIES, ENCODER_FAMILIES, tiny_marker  # noqa: E402
 from trace_edges.provenance import stage_sources  # noqa: E402
+from trace_edges.ablations import expand as expand_ablations  # noqa: E402
 from trace_edges.config import check_consistency  # noqa: E402
 from trace_edges.stages.shards import expected_num_images, num_shards  # noqa: E402
 

@@ -106,7 +106,7 @@ def _sync(device) -> None:
 
 
 def _ensure_tiny_model(backbone: Mapping[str, Any]) -> None:
-    """Build the embedded tiny model when the configured path is missing (same as rule build_tiny_model)."""
+    """Build the embedded tiny model when the configured path is missing (same as rule build_tiny_models)."""
     if backbone.get("tiny") and not (ROOT / backbone["model"]).exists():
         from trace_edges.backbones.tiny import build_tiny
 

@@ -16,6 +16,7 @@ import csv
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -30,6 +31,42 @@ def project_files() -> list[str]:
     out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT,
                          capture_output=True, check=True).stdout.decode()
     return [f for f in out.split("\0") if f and (ROOT / f).is_file()]
+
+
+_STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
+
+
+def timeline(log: str) -> list[dict]:
+    """Per job of a Snakemake log (its stderr): rule, threads and start / end in seconds from the
+    first timestamp (Snakemake stamps to the second). A job's block is a ``[date]`` line, then
+    ``rule|localrule NAME:``, ``jobid: N`` and ``threads: T``; its end is ``[date]`` followed by
+    ``Finished jobid: N``."""
+    from datetime import datetime
+
+    jobs: dict[str, dict] = {}
+    t0 = stamp = None
+    current = None
+    for line in log.splitlines():
+        m = _STAMP.match(line.strip())
+        if m:
+            stamp = datetime.strptime(" ".join(m.group(1).split()), "%a %b %d %H:%M:%S %Y")
+            t0 = t0 or stamp
+            current = None
+            continue
+        line = line.strip()
+        r = re.match(r"^(?:local)?rule (\w+):$", line)
+        if r and stamp is not None:
+            current = {"rule": r.group(1), "start_s": (stamp - t0).total_seconds(), "threads": 1}
+            continue
+        if current is not None and line.startswith("jobid: "):
+            jobs[line.split()[1]] = current
+        elif current is not None and line.startswith("threads: "):
+            current["threads"] = int(line.split()[1])
+        f = re.match(r"^Finished jobid: (\d+)", line)
+        if f and f.group(1) in jobs and stamp is not None:
+            jobs[f.group(1)]["end_s"] = (stamp - t0).total_seconds()
+    return [dict(jobid=int(k), **v) for k, v in sorted(jobs.items(), key=lambda kv: kv[1]["start_s"])
+            if "end_s" in v]
 
 
 def main() -> int:
@@ -74,6 +111,9 @@ def main() -> int:
         w = csv.DictWriter(fh, fieldnames=["job", "wall_s", "max_rss_mb", "cpu_s"])
         w.writeheader()
         w.writerows(rows)
+    spans = timeline(res.stderr)
+    makespan = max((j["end_s"] for j in spans), default=0.0)
+    busy = sum(j["threads"] * (j["end_s"] - j["start_s"]) for j in spans)
     summary = {
         "preset": preset,
         "cores": args.cores,
@@ -83,6 +123,10 @@ def main() -> int:
         "jobs": len(rows),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "per_job": rows,
+        # from Snakemake's own log: when each job ran; the core-seconds it reserved over cores x makespan
+        # (below 1: cores idle while the DAG had nothing ready, e.g. the serial tail of the run)
+        "reserved_core_fraction": round(busy / (int(args.cores) * makespan), 3) if makespan else None,
+        "timeline": spans,
     }
     (out_dir / f"workflow_{preset}.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"{preset}: {len(rows)} jobs, total wall {total:.1f} s on {args.cores} cores; "

@@ -11,7 +11,7 @@
 #   ab_bgp / ab_score_uis / ab_score_edges   per variant, the run's own BGP and scoring stages
 #   ablation_table  every cell -> ablations_tidy.csv (+ Markdown per grid, + the teacher latencies)
 
-from trace_edges.ablations import cells_json, data_block, expand as expand_ablations, variants  # noqa: E402
+from trace_edges.ablations import cells_json, data_block, variants  # noqa: E402
 
 AB = f"{R}/ablations"
 AB_ON = bool(config["ablations"]["enabled"] and config["ablations"]["grids"])
@@ -145,7 +145,7 @@ rule ab_distill:
         f"{LOGS}/ablations/distill_{{variant}}.log",
     benchmark:
         f"{BENCH}/ablations/distill_{{variant}}.tsv"
-    threads: 2
+    threads: lambda w: AB_STUDENTS[w.variant]["threads"]
     resources:
         gpu=1,
         mem_mb=4000 if TBB["tiny"] else 40000,

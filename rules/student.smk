@@ -34,7 +34,7 @@ rule distill:
     benchmark:
         f"{BENCH}/student/distill.tsv"
     priority: MAIN_CHAIN_PRIORITY
-    threads: 2
+    threads: config["student"]["threads"]
     resources:
         gpu=1,
         mem_mb=4000 if TBB["tiny"] else 40000,

@@ -17,7 +17,7 @@ def teacher_targets():
 
 def tiny_model_input(backbone):
     """A tiny model's build output (so Snakemake builds it first); hub models need no input.
-    Tiny models live at build/models/tiny-<family> (rule build_tiny_model)."""
+    Tiny models live at build/models/tiny-<family> (rule build_tiny_models)."""
     if not backbone["tiny"]:
         return []
     expected = f"build/models/tiny-{backbone['family']}"
@@ -31,55 +31,40 @@ def _model_input(wildcards):
     return tiny_model_input(TBB)
 
 
-rule build_tiny_model:
-    """A tiny random model of one backbone architecture in diffusers layout (embedded default only)."""
+def _tiny_families():
+    """Every backbone family the run loads as a tiny model: the main teacher's and the ablation
+    grids' (Table 5's backbone grid needs all of them)."""
+    blocks = [TBB] + [t["backbone"] for t in expand_ablations(config).teachers.values()]
+    return sorted({b["family"] for b in blocks if b["tiny"]})
+
+
+TINY_FAMILIES = _tiny_families()
+
+
+rule build_tiny_models:
+    """Tiny random models of every backbone family the run uses (embedded default only; diffusers
+    layout, or transformers layout for an encoder) in ONE job: building is ~1 s per model, importing
+    diffusers + transformers ~10 s per process. No output (and never run) with hub models."""
     input:
         code=code("build_tiny"),
     output:
-        "build/models/tiny-{family}/model_index.json",
+        [f"build/models/tiny-{f}/{tiny_marker(f)}" for f in TINY_FAMILIES],
     params:
-        out_dir="build/models/tiny-{family}",
+        families=" ".join(TINY_FAMILIES),
         seed=config["seed"],
-    wildcard_constraints:
-        family="|".join(DIFFUSION_FAMILIES),
     log:
-        f"{LOGS}/teacher/build_tiny_model_{{family}}.log",
+        f"{LOGS}/teacher/build_tiny_models.log",
     benchmark:
-        f"{BENCH}/teacher/build_tiny_model_{{family}}.tsv"
+        f"{BENCH}/teacher/build_tiny_models.tsv"
     priority: MAIN_CHAIN_PRIORITY
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=3000,
+        runtime=20,
     conda:
         ENV
     shell:
-        "{TE} build-tiny --family {wildcards.family} --seed {params.seed} --out-dir {params.out_dir} > {log} 2>&1"
-
-
-rule build_tiny_encoder:
-    """A tiny random image encoder (transformers layout) for Table 5's non-diffusion control."""
-    input:
-        code=code("build_tiny"),
-    output:
-        "build/models/tiny-{family}/config.json",
-    params:
-        out_dir="build/models/tiny-{family}",
-        seed=config["seed"],
-    wildcard_constraints:
-        family="|".join(ENCODER_FAMILIES),
-    log:
-        f"{LOGS}/teacher/build_tiny_model_{{family}}.log",
-    benchmark:
-        f"{BENCH}/teacher/build_tiny_model_{{family}}.tsv"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    conda:
-        ENV
-    shell:
-        "{TE} build-tiny --family {wildcards.family} --seed {params.seed} --out-dir {params.out_dir} > {log} 2>&1"
+        "{TE} build-tiny --family {params.families} --seed {params.seed} --out-root build/models > {log} 2>&1"
 
 
 rule invert:

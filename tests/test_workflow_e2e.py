@@ -49,7 +49,7 @@ def test_outputs_exist_and_are_sane(workdir):
     # every stage left its log and benchmark
     for rule in ("prepare", "edges/sobel", "proposals/felzenszwalb", "bgp/felzenszwalb/canny", "wps/none",
                  "score/uis_none", "score/wps_sobel", "score/edges_canny", "tables", "teacher/invert_0",
-                 "teacher/invert_1", "teacher/iep", "teacher/abdiv_labels", "teacher/build_tiny_model_sd3",
+                 "teacher/invert_1", "teacher/iep", "teacher/abdiv_labels", "teacher/build_tiny_models",
                  "student/distill", "student/infer"):
         assert (workdir / R / "logs" / f"{rule}.log").exists(), rule
         assert (workdir / R / "benchmarks" / f"{rule}.tsv").exists(), rule

@@ -70,7 +70,7 @@ class Dinov2Backbone:
 
         return from_pretrained(Dinov2Model, self.spec["model"], self.spec["revision"], what="Dinov2Model",
                                build_hint="build the tiny model with `trace-edges build-tiny --family dinov2 "
-                                          "--out-dir DIR` (rule build_tiny_encoder)", dtype=self.dtype)
+                                          "--out-dir DIR` (rule build_tiny_models)", dtype=self.dtype)
 
     # ------------------------------------------------------------------ the teacher's interface
     @property

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import logging
+from pathlib import Path
 
 from trace_edges.cli import add_common
 from trace_edges.commands import stage_params
+from trace_edges.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build-tiny", help="build a tiny random model of a backbone family (diffusers layout; "
                                           "dinov2: transformers layout)")
-    p.add_argument("--family", required=True, choices=["sd15", "sdxl", "sd3", "pixart", "flux", "dinov2"])
+    p.add_argument("--family", required=True, nargs="+", choices=["sd15", "sdxl", "sd3", "pixart", "flux", "dinov2"],
+                   help="one or more families (several: with --out-root)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out-dir", required=True)
+    p.add_argument("--out-dir", help="the model directory (one family)")
+    p.add_argument("--out-root", help="several families: ROOT/tiny-<family> each (rule build_tiny_models)")
     p.set_defaults(func=run_build_tiny)
 
     p = sub.add_parser("invert", help="teacher trajectory with SA capture for one shard of images (GPU if available)")
@@ -53,7 +60,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_build_tiny(args: argparse.Namespace) -> None:
     from trace_edges.backbones.tiny import build_tiny
 
-    build_tiny(args.family, args.out_dir, seed=args.seed)
+    if (args.out_dir is None) == (args.out_root is None) or (args.out_dir and len(args.family) > 1):
+        raise ConfigError("build-tiny: give --out-dir DIR for one family, or --out-root ROOT (models go to "
+                          "ROOT/tiny-<family>)", fix="e.g. --family sd3 --out-dir build/models/tiny-sd3")
+    for family in args.family:
+        out = args.out_dir or Path(args.out_root) / f"tiny-{family}"
+        build_tiny(family, out, seed=args.seed)
+        log.info("built tiny %s -> %s", family, out)
 
 
 def run_invert(args: argparse.Namespace) -> None:

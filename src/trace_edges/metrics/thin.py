@@ -4,7 +4,8 @@
 until a pass changes nothing. A pass can only change a foreground pixel whose 3x3 neighbourhood
 changed since the previous pass *of the same table*: otherwise the same table saw the same
 neighbourhood last time and left the pixel as it is. So each pass here evaluates only those
-pixels (all foreground pixels in the first pass of each table), and stops at the first pass that
+pixels (in the first pass of each table: the foreground pixels with a background neighbour, since
+neither table changes a pixel whose 3x3 neighbourhood is all foreground), and stops at the first pass that
 changes nothing, exactly as pyEdgeEval does. Background pixels never change (both tables map a
 zero centre to zero).
 
@@ -30,7 +31,20 @@ def _tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     mut1, mut2 = t._lut_mutate_mask(lut1), t._lut_mutate_mask(lut2)
     for lut in (lut1, lut2):  # the invariant the pass restriction relies on
         assert not lut[(np.arange(512) & t.NEIGH_MASK_CENTRE) == 0].any(), "a table sets a background pixel"
+    # ... and the one that lets a first pass skip the interior: a pixel whose whole 3x3 neighbourhood
+    # is foreground (index 511) is never changed by either table
+    assert not mut1[511] and not mut2[511], "a table changes a pixel with a full neighbourhood"
     return lut1, lut2, mut1, mut2
+
+
+def _edge_pixels(padded: np.ndarray) -> np.ndarray:
+    """Flat indices of the foreground pixels with at least one background pixel among their 8
+    neighbours (the only ones a table can change while nothing has changed yet)."""
+    from scipy import ndimage
+
+    fg = padded != 0
+    interior = ndimage.binary_erosion(fg, structure=np.ones((3, 3), bool), border_value=0)
+    return np.flatnonzero(fg & ~interior)
 
 
 def _weights_and_offsets(width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -58,8 +72,8 @@ def fast_binary_thin(x: np.ndarray) -> np.ndarray:
     flat = padded.ravel()
     weights, offsets = _weights_and_offsets(w + 2)
 
-    mark = np.zeros(flat.shape, dtype=bool)
-    candidates = np.flatnonzero(flat)
+    slot = np.empty(flat.shape, dtype=np.int64)  # scratch for de-duplicating candidate positions
+    candidates = _edge_pixels(padded)
     changed_before = None        # pixels changed by the previous pass (None: it was the first pass)
     passes = 0
     while True:
@@ -74,14 +88,19 @@ def fast_binary_thin(x: np.ndarray) -> np.ndarray:
         flat[changed] = lut[index[mutates]]
         passes += 1
         if passes == 1:
-            # the second table has not seen the image yet: all foreground pixels are candidates
-            candidates = np.flatnonzero(flat)
+            # the second table has not seen the image yet: every foreground pixel it could change
+            candidates = _edge_pixels(padded)
         else:
-            mark[:] = False
-            mark[changed_before[:, None] + offsets[None, :]] = True
-            mark[changed[:, None] + offsets[None, :]] = True
-            mark &= flat != 0
-            candidates = np.flatnonzero(mark)
+            # the neighbourhoods of what the last two passes changed, still foreground; built from
+            # the changed pixels alone (O(changed), not O(image): a blob peels for ~100 passes)
+            near = np.concatenate(((changed_before[:, None] + offsets[None, :]).ravel(),
+                                   (changed[:, None] + offsets[None, :]).ravel()))
+            near = near[flat[near] != 0]
+            # de-duplicate in O(len): among equal positions the last write to `slot` wins, so
+            # exactly one copy of each keeps its own index (a pass is a parallel update: order is free)
+            order = np.arange(near.size)
+            slot[near] = order
+            candidates = near[slot[near] == order]
         changed_before = changed
     return padded[1:-1, 1:-1].astype(bool)
 
