@@ -109,3 +109,11 @@ def test_promerge_rows_name_their_overlay_and_fill_from_an_imported_promerge_run
     other = {**run, "proposals": {**run["proposals"], "external": {**run["proposals"]["external"], "name": "cutler"}}}
     assert assess(by_id["t1_promerge_ap"], RunFacts(other, SUMMARY))["status"] == NEEDS
 
+
+
+def test_values_that_round_to_zero_print_without_a_sign():
+    from trace_edges.report.paper_vs_ours import _fmt
+
+    assert [_fmt(-0.04, "AP"), _fmt(-0.0001, "ODS"), _fmt(-1.26, "AP"), _fmt(0.1234, "ODS")] == \
+        ["0.0", "0.000", "-1.3", "0.123"]
+    assert _fmt(3.96, "speed-up") == "4.0×" and _fmt(1122.6, "ms/img") == "1123" and _fmt(None, "AP") == "–"

@@ -158,14 +158,11 @@ def assess(entry: Mapping[str, Any], facts: RunFacts) -> dict[str, Any]:
 def _fmt(v: float | None, metric: str) -> str:
     if v is None:
         return "–"
-    v = v + 0.0 if abs(v) >= 5e-4 else 0.0   # no "-0.0"
-    if metric in ("ODS", "OIS", "clDice"):
-        return f"{v:.3f}"
-    if metric in ("ms/img",):
-        return f"{v:.0f}"
-    if metric == "speed-up":
-        return f"{v:.1f}×"
-    return f"{v:.1f}"
+    digits = 3 if metric in ("ODS", "OIS", "clDice") else 0 if metric == "ms/img" else 1
+    text = f"{v:.{digits}f}"
+    if float(text) == 0.0:
+        text = text.lstrip("-")  # a value that rounds to zero prints without a sign ("-0.0" -> "0.0")
+    return text + ("×" if metric == "speed-up" else "")
 
 
 def render(entries: Sequence[Mapping[str, Any]], facts: RunFacts, *, provenance: Mapping[str, Any]) -> str:
