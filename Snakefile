@@ -24,13 +24,16 @@ validate(config, "src/trace_edges/schemas/config.schema.yaml")
 # The rules run the project's own checked-out package (src/), in whatever Python runs the
 # jobs: the conda env with --sdm conda, otherwise the interpreter running Snakemake.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from trace_edges.families import DIFFUSION_FAMILIES, ENCODER_FAMILIES, tiny_marker  # noqa: E402
+from trace_edges.families import tiny_marker  # noqa: E402
 from trace_edges.provenance import stage_sources  # noqa: E402
 from trace_edges.ablations import expand as expand_ablations  # noqa: E402
 from trace_edges.config import check_consistency  # noqa: E402
 from trace_edges.stages.shards import expected_num_images, num_shards  # noqa: E402
 
 check_consistency(config)
+# the ablation grids expanded into cells and variants, once (rules/teacher.smk builds their tiny
+# models, rules/ablations.smk their jobs)
+AB_EXP = expand_ablations(config)
 
 _USE_CONDA = "conda" in {str(m).lower() for m in workflow.deployment_settings.deployment_method}
 PY = "python" if _USE_CONDA else sys.executable

@@ -16,7 +16,6 @@ from trace_edges.ablations import cells_json, data_block, variants  # noqa: E402
 AB = f"{R}/ablations"
 AB_ON = bool(config["ablations"]["enabled"] and config["ablations"]["grids"])
 AB_EDGE_METRICS = bool(config["ablations"]["edge_metrics"])
-AB_EXP = expand_ablations(config)
 AB_TEACHERS = AB_EXP.teachers
 AB_STUDENTS = AB_EXP.students
 AB_VARIANTS = variants(AB_EXP)

@@ -34,7 +34,7 @@ def _model_input(wildcards):
 def _tiny_families():
     """Every backbone family the run loads as a tiny model: the main teacher's and the ablation
     grids' (Table 5's backbone grid needs all of them)."""
-    blocks = [TBB] + [t["backbone"] for t in expand_ablations(config).teachers.values()]
+    blocks = [TBB] + [t["backbone"] for t in AB_EXP.teachers.values()]
     return sorted({b["family"] for b in blocks if b["tiny"]})
 
 

@@ -1,18 +1,23 @@
-"""Hugging Face ``from_pretrained`` loading with a clear error, and atomic tiny-model builds.
+"""Hugging Face models: ``from_pretrained`` with a clear error, atomic tiny-model builds, the
+ImageNet input normalisation of the ViT encoders, and the hub commit a model came from.
 
-Shared by every model that is not a diffusers pipeline: the DINOv2 teacher backbone
-(``backbones/dinov2.py``) and the MaskCut ViT (``proposals/vit.py``). Diffusers pipelines load in
-``backbones/base.py`` with their own hints.
+Shared by the models that are not diffusers pipelines: the DINOv2 teacher backbone
+(``backbones/dinov2.py``) and the MaskCut ViT (``proposals/vit.py``); ``snapshot_commit`` also by
+the diffusion backbones (``backbones/base.py``), which load through their pipelines' own hints.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 from trace_edges.errors import DataError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 HUB_FIX = ("check the hub id / revision or pre-download it; with HF_HUB_OFFLINE=1 it must already be in "
            "the HF cache")
@@ -33,6 +38,24 @@ def from_pretrained(cls: Any, model: str, revision: str | None, *, what: str, bu
             f"cannot load {what} from {'local directory' if local else 'hub id'} {model!r} "
             f"(revision {revision!r}): {type(exc).__name__}: {exc}",
             fix=build_hint if local else HUB_FIX) from exc
+
+
+def imagenet_pixels(rgb: Any):
+    """``uint8 [R, R, 3]`` (already resized) -> ``float32 [1, 3, R, R]``: ``(x / 255 - mean) / std``
+    with the ImageNet mean/std the DINO / DINOv2 ViTs were trained with."""
+    import numpy as np
+    import torch
+
+    x = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
+    return ((x - mean) / std).unsqueeze(0)
+
+
+def snapshot_commit(path: Any) -> str | None:
+    """The hub commit in a Hugging Face cache path (``.../snapshots/<sha>/...``); None otherwise."""
+    m = re.search(r"snapshots[/\\]([0-9a-f]{40})", str(path or ""))
+    return m.group(1) if m else None
 
 
 def build_atomically(build: Callable[[Path], Any], out_dir: str | Path, *, seed: int) -> Path:
@@ -60,4 +83,5 @@ def build_atomically(build: Callable[[Path], Any], out_dir: str | Path, *, seed:
     return out_dir
 
 
-__all__ = ["HUB_FIX", "build_atomically", "from_pretrained"]
+__all__ = ["HUB_FIX", "IMAGENET_MEAN", "IMAGENET_STD", "build_atomically", "from_pretrained", "imagenet_pixels",
+           "snapshot_commit"]

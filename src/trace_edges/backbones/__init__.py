@@ -19,7 +19,6 @@ import torch
 
 from trace_edges.backbones.base import AttnSite, Backbone, EpsBackbone, FlowBackbone, SPEC_KEYS
 from trace_edges.errors import ConfigError
-from trace_edges.families import ENCODER_FAMILIES  # noqa: F401  (re-exported)
 
 #: family name -> "module:class" (imported lazily: diffusers pipelines are slow to import).
 FAMILIES: dict[str, str] = {
@@ -52,5 +51,5 @@ def load_backbone(spec: Mapping[str, Any], device: str | torch.device = "cpu",
     return backbone_class(spec["family"])(spec, device=device, dtype=dtype)
 
 
-__all__ = ["AttnSite", "Backbone", "EpsBackbone", "FlowBackbone", "ENCODER_FAMILIES", "FAMILIES", "SPEC_KEYS",
+__all__ = ["AttnSite", "Backbone", "EpsBackbone", "FlowBackbone", "FAMILIES", "SPEC_KEYS",
            "backbone_class", "load_backbone"]

@@ -349,11 +349,12 @@ class Backbone:
 
     def _resolved_commit(self) -> str | None:
         """The hub commit the files came from (``.../snapshots/<sha>/...`` of the HF cache)."""
+        from trace_edges.hub import snapshot_commit
+
         for module in (self.denoiser, self.vae):
-            path = str(getattr(module.config, "_name_or_path", "") or "")
-            m = re.search(r"snapshots[/\\]([0-9a-f]{40})", path)
-            if m:
-                return m.group(1)
+            commit = snapshot_commit(getattr(module.config, "_name_or_path", None))
+            if commit:
+                return commit
         return None
 
     def __repr__(self) -> str:

@@ -26,7 +26,6 @@ random model, :func:`trace_edges.backbones.tiny.build_tiny` ``("dinov2", ...)``)
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
@@ -35,9 +34,7 @@ import torch
 
 from trace_edges.backbones.base import AttnSite, normalize_spec, resize_rgb
 from trace_edges.errors import ConfigError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from trace_edges.hub import imagenet_pixels, snapshot_commit
 
 
 class Dinov2Backbone:
@@ -84,11 +81,7 @@ class Dinov2Backbone:
 
     def encode(self, rgb: np.ndarray) -> torch.Tensor:
         """``uint8 [H, W, 3]`` -> normalised pixels ``[1, 3, R, R]`` (the encoder's input)."""
-        arr = resize_rgb(rgb, self.resolution)
-        x = torch.from_numpy(arr.astype(np.float32) / 255.0).permute(2, 0, 1)
-        mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-        std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-        return ((x - mean) / std)[None].to(self.device, self.dtype)
+        return imagenet_pixels(resize_rgb(rgb, self.resolution)).to(self.device, self.dtype)
 
     def predict(self, x: torch.Tensor, t: int) -> torch.Tensor:
         """One encoder forward on the clean image (``t`` must be 0): the last hidden state."""
@@ -116,14 +109,12 @@ class Dinov2Backbone:
     def model_info(self) -> dict[str, Any]:
         import transformers
 
-        path = str(getattr(self.model.config, "_name_or_path", "") or "")
-        m = re.search(r"snapshots[/\\]([0-9a-f]{40})", path)
         cfg = self.model.config
         return {
             "family": self.family,
             "model": self.spec["model"],
             "revision": self.spec["revision"],
-            "commit": m.group(1) if m else None,
+            "commit": snapshot_commit(getattr(cfg, "_name_or_path", None)),
             "local": Path(self.spec["model"]).exists(),
             "model_class": type(self.model).__name__,
             "dtype": str(self.dtype).replace("torch.", ""),

@@ -25,8 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-
-from trace_edges.families import DIFFUSION_FAMILIES, ENCODER_FAMILIES, tiny_marker  # noqa: F401
+from trace_edges.families import DIFFUSION_FAMILIES, ENCODER_FAMILIES
 
 #: default square input size (pixels) for the tiny models: 16x16 DiT token grids.
 TINY_RESOLUTION = 256

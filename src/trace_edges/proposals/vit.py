@@ -16,18 +16,17 @@
 from __future__ import annotations
 
 import functools
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from trace_edges.hub import IMAGENET_MEAN, IMAGENET_STD, imagenet_pixels, snapshot_commit
+
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TINY_VIT", "load_vit", "prepare_image", "key_features",
            "key_projection", "build_tiny_vit", "vit_info", "resolve_device"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 #: the tiny ViT's architecture: DINO ViT-B/8's layout (patch 8, pre-norm, qkv bias) at toy widths
 TINY_VIT: dict[str, Any] = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -81,10 +80,7 @@ def prepare_image(rgb: np.ndarray, resolution: int) -> torch.Tensor:
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"prepare_image: expected a uint8 [H, W, 3] image, got {rgb.dtype} {rgb.shape}")
     im = Image.fromarray(rgb).resize((resolution, resolution), Image.Resampling.LANCZOS)
-    x = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
-    return ((x - mean) / std).unsqueeze(0)
+    return imagenet_pixels(im)
 
 
 @torch.no_grad()
@@ -137,8 +133,7 @@ def _resolved_commit(model: str, revision: str | None) -> str | None:
         path = try_to_load_from_cache(model, "config.json", revision=revision)
     except Exception:  # noqa: BLE001 - provenance only
         return None
-    m = re.search(r"snapshots[/\\]([0-9a-f]{40})", str(path or ""))
-    return m.group(1) if m else None
+    return snapshot_commit(path)
 
 
 def build_tiny_vit(out_dir: str | Path, *, seed: int = 0) -> Path:
