@@ -118,7 +118,8 @@ def worker(side: str, cfg: Mapping[str, Any], images: Sequence[str], repeats: in
     import torch
 
     from trace_edges.data.images import load_rgb
-    from trace_edges.teacher.source import load_teacher_backbone, teacher_edge_map
+    from trace_edges.backbones.loader import load_configured_backbone
+    from trace_edges.teacher.trajectory import teacher_edge_map
     from trace_edges.teacher.trajectory import run_teacher
 
     tcfg = dict(cfg["teacher"])
@@ -130,7 +131,7 @@ def worker(side: str, cfg: Mapping[str, Any], images: Sequence[str], repeats: in
     t0 = time.perf_counter()
     weights = None
     if side == "teacher":
-        bb = load_teacher_backbone(spec)
+        bb = load_configured_backbone(spec)
 
         def call(rgb):
             res = run_teacher(bb, rgb, tcfg, seed=int(cfg["seed"]))
@@ -143,7 +144,7 @@ def worker(side: str, cfg: Mapping[str, Any], images: Sequence[str], repeats: in
             model = load_student(student_model, device=spec["device"])
             weights = {"path": str(student_model), "trained": True}
         else:
-            model = StudentModel(load_teacher_backbone(spec), cfg["student"], seed=int(cfg["seed"]))
+            model = StudentModel(load_configured_backbone(spec), cfg["student"], seed=int(cfg["seed"]))
             model.set_train(False)
             weights = {"path": None, "trained": False,
                        "note": "untrained student of the configured architecture (no checkpoint found); "

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> None:
                             tiny=bool(params["backbone"]["tiny"]))
         return
     rgb = _image(args)
-    from trace_edges.teacher.source import load_teacher_backbone
+    from trace_edges.backbones.loader import load_configured_backbone
 
     if args.figure == "backbones":
         import json
@@ -83,12 +83,12 @@ def run(args: argparse.Namespace) -> None:
         if not args.backbones:
             raise ConfigError("--figure backbones needs --backbones JSON")
         blocks = json.loads(args.backbones)
-        runs = [(label, load_teacher_backbone(p["backbone"]), p)
+        runs = [(label, load_configured_backbone(p["backbone"]), p)
                 for label, p in ((lbl, validate(b, block="teacher", where=f"--backbones {lbl}"))
                                  for lbl, b in blocks.items())]
         tf.backbones_pca_figure(runs, rgb, args.out_png, args.out_pdf, dpi=args.dpi, seed=args.seed)
         return
 
-    backbone = load_teacher_backbone(params["backbone"])
+    backbone = load_configured_backbone(params["backbone"])
     fn = tf.trajectory_pca_figure if args.figure == "pca" else tf.neighbour_attention_figure
     fn(backbone, rgb, params, args.out_png, args.out_pdf, dpi=args.dpi, seed=args.seed)

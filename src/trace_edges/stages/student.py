@@ -72,7 +72,7 @@ def run_train(params: Mapping[str, Any], teacher_params: Mapping[str, Any], mani
     """
     from trace_edges.student.model import StudentModel
     from trace_edges.student.train import SampleSet, Trainer, save_weights, split_train_val
-    from trace_edges.teacher.source import load_teacher_backbone
+    from trace_edges.backbones.loader import load_configured_backbone
 
     manifest = load_manifest(manifest_path)
     out_dir = Path(out_dir)
@@ -80,7 +80,7 @@ def run_train(params: Mapping[str, Any], teacher_params: Mapping[str, Any], mani
     train_ids, val_ids = split_train_val([rec["id"] for rec, _ in items], float(params["train"]["val_fraction"]))
     bspec = teacher_params["backbone"]
     if backbone is None:
-        backbone = load_teacher_backbone(bspec)
+        backbone = load_configured_backbone(bspec)
     model = StudentModel(backbone, params, seed=seed)
     key = sha256_json({
         "student": dict(params), "backbone": _backbone_key(bspec), "seed": int(seed),

@@ -35,8 +35,8 @@ from trace_edges.stages._loop import run_items
 from trace_edges.stages.shards import num_shards
 from trace_edges.teacher.divergence import iep_step
 from trace_edges.teacher.labels import ternarize
-from trace_edges.teacher.source import load_teacher_backbone, teacher_edge_map
-from trace_edges.teacher.trajectory import run_teacher, upsample_to_image
+from trace_edges.backbones.loader import load_configured_backbone
+from trace_edges.teacher.trajectory import run_teacher, teacher_edge_map, upsample_to_image
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def run_invert(params: Mapping[str, Any], manifest_path: str | Path, shard: int,
     def work(rec):
         nonlocal backbone
         if backbone is None:
-            backbone = load_teacher_backbone(params["backbone"])
+            backbone = load_configured_backbone(params["backbone"])
         res = run_teacher(backbone, load_rgb(rec["file"]), params, seed=seed)
         _save_tensors(out_dir / f"{rec['id']}.safetensors",
                       {"abdiv": torch.from_numpy(res.abdiv).to(torch.float16),
@@ -209,7 +209,7 @@ def run_teacher_cell(params: Mapping[str, Any], manifest_path: str | Path, out_d
     manifest = load_manifest(manifest_path)
     if not manifest["images"]:
         raise DataError("the manifest lists no images", path=manifest_path, fix="check data.max_images")
-    backbone = load_teacher_backbone(params["backbone"])
+    backbone = load_configured_backbone(params["backbone"])
     one_shard = dict(params, shard_size=len(manifest["images"]))
     run_invert(one_shard, manifest_path, 0, out_dir / "invert", seed=seed, backbone=backbone)
     iep = run_iep([out_dir / "invert" / "shard_0.json"], out_dir / "iep.json", fixed_t=params.get("t_star"))

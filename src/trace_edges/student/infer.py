@@ -43,7 +43,7 @@ def load_student(weights: str | Path, *, device: str | None = None, backbone: An
     (``snapshots/step_*.safetensors``, Fig. 4 strip) is loaded into the returned model with
     :func:`load_weights`.
     """
-    from trace_edges.teacher.source import load_teacher_backbone
+    from trace_edges.backbones.loader import load_configured_backbone
 
     weights = Path(weights)
     meta = read_model_json(weights)
@@ -54,7 +54,7 @@ def load_student(weights: str | Path, *, device: str | None = None, backbone: An
         spec = dict(meta["backbone"])
         if device is not None:
             spec["device"] = device
-        backbone = load_teacher_backbone(spec)
+        backbone = load_configured_backbone(spec)
     model = StudentModel(backbone, meta["student"], seed=int(meta.get("seed", 0)))
     load_weights(model, weights)
     model.set_train(False)

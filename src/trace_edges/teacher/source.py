@@ -7,43 +7,13 @@ The workflow computes the same maps in sharded stages (invert -> iep -> abdiv_la
 
 from __future__ import annotations
 
-import os
 from typing import Any, ClassVar, Mapping
 
 import numpy as np
-import torch
 
+from trace_edges.backbones.loader import load_configured_backbone
 from trace_edges.edges.base import EdgeSource
-from trace_edges.teacher.labels import normalize_unit
-from trace_edges.teacher.trajectory import TeacherResult, run_teacher, upsample_to_image
-
-
-def teacher_edge_map(grid_map: np.ndarray, height: int, width: int) -> np.ndarray:
-    """A token-grid ABDiv map -> the edge-source map: bilinear to H×W, then min-max to [0, 1]."""
-    return normalize_unit(upsample_to_image(grid_map, height, width))
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def load_teacher_backbone(backbone: Mapping[str, Any]):
-    """Load the configured backbone (``teacher.backbone`` block) through ``load_backbone``."""
-    from trace_edges.backbones import load_backbone
-
-    if os.environ.get("TRACE_EDGES_NO_PROGRESS"):
-        import diffusers
-        import transformers
-
-        diffusers.utils.logging.disable_progress_bar()
-        transformers.utils.logging.disable_progress_bar()
-    spec = {k: backbone[k] for k in ("family", "model", "revision", "resolution", "drop_t5")}
-    if backbone.get("guidance") is not None:
-        spec["guidance"] = backbone["guidance"]
-    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[backbone["dtype"]]
-    return load_backbone(spec, device=resolve_device(backbone["device"]), dtype=dtype)
+from trace_edges.teacher.trajectory import TeacherResult, run_teacher, teacher_edge_map
 
 
 def _teacher_defaults() -> dict[str, Any]:
@@ -65,7 +35,7 @@ class TeacherEdgeSource(EdgeSource):
     @property
     def backbone(self):
         if self._backbone is None:
-            self._backbone = load_teacher_backbone(self.params["backbone"])
+            self._backbone = load_configured_backbone(self.params["backbone"])
         return self._backbone
 
     def _compute(self, rgb: np.ndarray) -> np.ndarray:

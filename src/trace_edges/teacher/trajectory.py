@@ -26,6 +26,7 @@ import torch
 
 from trace_edges.teacher.capture import capture_qk
 from trace_edges.teacher.divergence import abdiv_from_qk, iep_divergence_from_qk, iep_step
+from trace_edges.teacher.labels import normalize_unit
 
 log = logging.getLogger(__name__)
 
@@ -118,3 +119,8 @@ def upsample_to_image(grid_map: np.ndarray, height: int, width: int, *, mode: st
     else:
         out = torch.nn.functional.interpolate(t, size=(height, width), mode="bilinear", align_corners=False)
     return out[0, 0].numpy()
+
+
+def teacher_edge_map(grid_map: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A token-grid ABDiv map -> the edge-source map: bilinear to H×W, then min-max to [0, 1]."""
+    return normalize_unit(upsample_to_image(grid_map, height, width))
