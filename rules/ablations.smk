@@ -3,13 +3,18 @@
 # *variant* named by a digest of its effective parameters, so cells meaning the same computation
 # share one set of artifacts and editing one cell reruns only that cell's jobs.
 #
-#   ab_prepare      the first `max_images` images (same prepare stage, its own manifest + GT)
-#   ab_proposals    the base proposals on them
-#   ab_teacher      per teacher variant: invert + iep + abdiv-labels in one job (one model load)
-#   ab_distill      per student variant (not the run's own student): trained on the run's teacher labels
-#   ab_student      per student variant: one-pass edges on the ablation images
-#   ab_bgp / ab_score_uis / ab_score_edges   per variant, the run's own BGP and scoring stages
-#   ablation_table  every cell -> ablations_tidy.csv (+ Markdown per grid, + the teacher latencies)
+# ONE rule set: every ab_* rule is a main rule (`use rule X as ab_X with:`) on other paths, so its
+# command, log/benchmark layout, conda env and resources are written once. The ab_* rules use the
+# wildcard `source` for the variant (it is the edge source of the ablation's BGP and scoring).
+#
+#   ab_prepare          = prepare on the first `max_images` images (its own manifest + GT)
+#   ab_proposals        = proposals on them
+#   ab_trajectory       = trajectory, per teacher variant, one shard (+ the teacher latency, Table 4)
+#   ab_teacher_labels   = teacher_labels, per teacher variant (its edge maps)
+#   ab_distill          = distill, per student variant (not the run's own): on the run's teacher labels
+#   ab_student_infer    = student_infer, per student variant (and `main`) on the ablation images
+#   ab_bgp / ab_score_uis / ab_score_edges = bgp / score_uis / score_edges, per variant
+#   ablation_table      every cell -> ablations_tidy.csv (+ Markdown per grid, + the teacher latencies)
 
 from trace_edges.ablations import cells_json, data_block, variants  # noqa: E402
 
@@ -30,244 +35,172 @@ def ablation_targets():
     return [f"{AB}/ablations_tidy.csv", f"{AB}/ablations.md", f"{AB}/figures/ablations.png"]
 
 
-def _ab_model(wildcards):
-    """The student variant's weights: the run's own student for 'main', else the ablation's."""
-    if wildcards.variant == "main":
-        return f"{SDIR}/model.safetensors"
-    return f"{AB}/student/{wildcards.variant}/model.safetensors"
+AB_N = expected_num_images(data_block(config))   # images of every ablation cell: one teacher shard
 
 
-rule ab_prepare:
-    """The ablation images: the run's prepare stage limited to the first `ablations.max_images`."""
-    input:
-        dataset=_dataset_inputs,
-        code=code("prepare"),
+def _ab_student(wildcards):
+    """The student variant's directory: the run's own student for 'main', else the ablation's."""
+    return SDIR if wildcards.source == "main" else f"{AB}/student/{wildcards.source}"
+
+
+def _ab_results(wildcards):
+    if wildcards.source == "none":
+        return f"{AB}/proposals/{PROPOSALS}/proposals.json"
+    return f"{AB}/bgp/{wildcards.source}/instances.json"
+
+
+use rule prepare as ab_prepare with:
     output:
-        f"{AB}/data/manifest.json",
+        manifest=f"{AB}/data/manifest.json",
+        instances=f"{AB}/data/instances.json",
+        agnostic=f"{AB}/data/instances_agnostic.json",
+        panoptic=f"{AB}/data/panoptic.json",
     params:
         data=as_json(data_block(config)),
-        edge_gt=as_json(config["edge_gt"]),
-        out_dir=f"{AB}/data",
     log:
         f"{LOGS}/ablations/prepare.log",
     benchmark:
         f"{BENCH}/ablations/prepare.tsv"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=30,
-    conda:
-        ENV
-    shell:
-        "{TE} prepare --params '{params.data}' --edge-gt-params '{params.edge_gt}' "
-        "--out-dir {params.out_dir} > {log} 2>&1"
 
 
-rule ab_proposals:
+use rule proposals as ab_proposals with:
     input:
         manifest=f"{AB}/data/manifest.json",
-        external=([config["proposals"]["external"]["path"]] if PROPOSALS == "external" else []),
+        external=rules.proposals.input.external,
         model=_proposals_model,
         code=code("proposals"),
     output:
         f"{AB}/proposals/{PROPOSALS}/proposals.json",
-    params:
-        proposals=as_json(config["proposals"]),
     log:
         f"{LOGS}/ablations/proposals.log",
     benchmark:
         f"{BENCH}/ablations/proposals.tsv"
-    threads: 1
-    resources:
-        gpu=1 if MASKCUT_GPU else 0,
-        mem_mb=8000 if MASKCUT_GPU else 3000,
-        runtime=720 if MASKCUT_GPU else 30,
-    conda:
-        ENV
-    shell:
-        "{TE} proposals --params '{params.proposals}' --manifest {input.manifest} --out {output} "
-        "--threads {threads} > {log} 2>&1"
 
 
-rule ab_teacher:
-    """One teacher variant on the ablation images: trajectory, IEP (or fixed t*), ABDiv, labels, edges."""
+use rule trajectory as ab_trajectory with:
     input:
         manifest=f"{AB}/data/manifest.json",
-        model=lambda w: tiny_model_input(AB_TEACHERS[w.variant]["backbone"]),
+        model=lambda w: tiny_model_input(AB_TEACHERS[w.source]["backbone"]),
         code=code("teacher"),
     output:
-        labels=f"{AB}/teacher/{{variant}}/labels/manifest.json",
-        iep=f"{AB}/teacher/{{variant}}/iep.json",
-        latency=f"{AB}/teacher/{{variant}}/latency.json",
-        edges=f"{AB}/edges/{{variant}}/manifest.json",
+        shard=f"{AB}/teacher/{{source}}/trajectory/shard_{{shard}}.json",
+        latency=f"{AB}/teacher/{{source}}/latency_{{shard}}.json",
     params:
-        teacher=lambda w: as_json(AB_TEACHERS[w.variant]),
-        seed=config["seed"],
-        out_dir=lambda w: f"{AB}/teacher/{w.variant}",
-        edges_dir=lambda w: f"{AB}/edges/{w.variant}",
+        teacher=lambda w: as_json({**AB_TEACHERS[w.source], "shard_size": AB_N}),
+        latency=lambda w, output: f"--latency-out {output.latency}",
     wildcard_constraints:
-        variant=_AB_T,
+        source=_AB_T,
+        shard="0",
     log:
-        f"{LOGS}/ablations/teacher_{{variant}}.log",
+        f"{LOGS}/ablations/trajectory_{{source}}_{{shard}}.log",
     benchmark:
-        f"{BENCH}/ablations/teacher_{{variant}}.tsv"
-    threads: 1
+        f"{BENCH}/ablations/trajectory_{{source}}_{{shard}}.tsv"
+    priority: 0
     resources:
         gpu=1,
         mem_mb=2000 if TBB["tiny"] else 40000,
         runtime=10 if TBB["tiny"] else 720,
-    conda:
-        ENV
-    shell:
-        "{TE} teacher-cell --params '{params.teacher}' --manifest {input.manifest} --seed {params.seed} "
-        "--out-dir {params.out_dir} --edges-dir {params.edges_dir} --threads {threads} > {log} 2>&1"
 
 
-rule ab_distill:
-    """A student variant (decoder capacity, L_rec, ...) trained on the run's own teacher labels."""
+use rule teacher_labels as ab_teacher_labels with:
     input:
-        manifest=f"{R}/data/manifest.json",
-        labels=f"{TDIR}/labels/manifest.json",
-        model=_model_input,
-        code=code("student"),
+        manifest=f"{AB}/data/manifest.json",
+        shards=f"{AB}/teacher/{{source}}/trajectory/shard_0.json",
+        code=code("teacher"),
     output:
-        model=f"{AB}/student/{{variant}}/model.safetensors",
-        meta=f"{AB}/student/{{variant}}/model.json",
+        labels=f"{AB}/teacher/{{source}}/labels/manifest.json",
+        edges=f"{AB}/edges/{{source}}/manifest.json",
     params:
-        student=lambda w: as_json(AB_STUDENTS[w.variant]),
-        teacher=as_json(TEACHER),
-        seed=config["seed"],
-        out_dir=lambda w: f"{AB}/student/{w.variant}",
+        teacher=lambda w: as_json(AB_TEACHERS[w.source]),
     wildcard_constraints:
-        variant=_AB_S,
+        source=_AB_T,
     log:
-        f"{LOGS}/ablations/distill_{{variant}}.log",
+        f"{LOGS}/ablations/teacher_labels_{{source}}.log",
     benchmark:
-        f"{BENCH}/ablations/distill_{{variant}}.tsv"
-    threads: lambda w: AB_STUDENTS[w.variant]["threads"]
-    resources:
-        gpu=1,
-        mem_mb=4000 if TBB["tiny"] else 40000,
-        runtime=15 if TBB["tiny"] else 1440,
-    conda:
-        ENV
-    shell:
-        "{TE} student-train --params '{params.student}' --teacher-params '{params.teacher}' "
-        "--manifest {input.manifest} --labels {input.labels} --out-dir {params.out_dir} --seed {params.seed} "
-        "--threads {threads} > {log} 2>&1"
+        f"{BENCH}/ablations/teacher_labels_{{source}}.tsv"
+    priority: 0
 
 
-rule ab_student:
-    """One-pass student edges of a student variant on the ablation images."""
+use rule distill as ab_distill with:
+    output:
+        model=f"{AB}/student/{{source}}/model.safetensors",
+        meta=f"{AB}/student/{{source}}/model.json",
+        curve=f"{AB}/student/{{source}}/training_curve.png",
+        metrics=f"{AB}/student/{{source}}/metrics.csv",
+    params:
+        student=lambda w: as_json(AB_STUDENTS[w.source]),
+    wildcard_constraints:
+        source=_AB_S,
+    log:
+        f"{LOGS}/ablations/distill_{{source}}.log",
+    benchmark:
+        f"{BENCH}/ablations/distill_{{source}}.tsv"
+    priority: 0
+    threads: lambda w: AB_STUDENTS[w.source]["threads"]
+
+
+use rule student_infer as ab_student_infer with:
     input:
-        model=_ab_model,
+        model=lambda w: f"{_ab_student(w)}/model.safetensors",
+        meta=lambda w: f"{_ab_student(w)}/model.json",
         manifest=f"{AB}/data/manifest.json",
         code=code("student"),
     output:
-        f"{AB}/edges/{{variant}}/manifest.json",
-    params:
-        out_dir=lambda w: f"{AB}/edges/{w.variant}",
+        f"{AB}/edges/{{source}}/manifest.json",
     wildcard_constraints:
-        variant="main|" + _AB_S,
+        source="main|" + _AB_S,
     log:
-        f"{LOGS}/ablations/student_{{variant}}.log",
+        f"{LOGS}/ablations/student_infer_{{source}}.log",
     benchmark:
-        f"{BENCH}/ablations/student_{{variant}}.tsv"
-    threads: 1
-    resources:
-        gpu=1,
-        mem_mb=3000,
-        runtime=10 if TBB["tiny"] else 120,
-    conda:
-        ENV
-    shell:
-        "{TE} student-infer --model {input.model} --manifest {input.manifest} --out-dir {params.out_dir} "
-        "--threads {threads} > {log} 2>&1"
+        f"{BENCH}/ablations/student_infer_{{source}}.tsv"
+    priority: 0
 
 
-rule ab_bgp:
+use rule bgp as ab_bgp with:
     input:
         manifest=f"{AB}/data/manifest.json",
         proposals=f"{AB}/proposals/{PROPOSALS}/proposals.json",
-        edges=f"{AB}/edges/{{variant}}/manifest.json",
+        edges=f"{AB}/edges/{{source}}/manifest.json",
         code=code("bgp"),
     output:
-        f"{AB}/bgp/{{variant}}/instances.json",
-    params:
-        bgp=as_json(config["bgp"]),
-        edges_dir=lambda w: f"{AB}/edges/{w.variant}",
+        f"{AB}/bgp/{{source}}/instances.json",
     wildcard_constraints:
-        variant=_AB_V,
+        source=_AB_V,
     log:
-        f"{LOGS}/ablations/bgp_{{variant}}.log",
+        f"{LOGS}/ablations/bgp_{{source}}.log",
     benchmark:
-        f"{BENCH}/ablations/bgp_{{variant}}.tsv"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    conda:
-        ENV
-    shell:
-        "{TE} bgp --params '{params.bgp}' --manifest {input.manifest} --proposals {input.proposals} "
-        "--edges {params.edges_dir} --out {output} --threads {threads} > {log} 2>&1"
+        f"{BENCH}/ablations/bgp_{{source}}.tsv"
 
 
-def _ab_results(wildcards):
-    if wildcards.variant == "none":
-        return f"{AB}/proposals/{PROPOSALS}/proposals.json"
-    return f"{AB}/bgp/{wildcards.variant}/instances.json"
-
-
-rule ab_score_uis:
+use rule score_uis as ab_score_uis with:
     input:
         manifest=f"{AB}/data/manifest.json",
         results=_ab_results,
         code=code("score"),
     output:
-        f"{AB}/metrics/uis/{{variant}}.json",
+        f"{AB}/metrics/uis/{{source}}.json",
     wildcard_constraints:
-        variant="none|" + _AB_V,
+        source="none|" + _AB_V,
     log:
-        f"{LOGS}/ablations/score_uis_{{variant}}.log",
+        f"{LOGS}/ablations/score_uis_{{source}}.log",
     benchmark:
-        f"{BENCH}/ablations/score_uis_{{variant}}.tsv"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    conda:
-        ENV
-    shell:
-        "{TE} score-uis --manifest {input.manifest} --results {input.results} --label {wildcards.variant} "
-        "--out {output} > {log} 2>&1"
+        f"{BENCH}/ablations/score_uis_{{source}}.tsv"
 
 
-rule ab_score_edges:
+use rule score_edges as ab_score_edges with:
     input:
         manifest=f"{AB}/data/manifest.json",
-        edges=f"{AB}/edges/{{variant}}/manifest.json",
+        edges=f"{AB}/edges/{{source}}/manifest.json",
         code=code("score"),
     output:
-        f"{AB}/metrics/edges/{{variant}}.json",
-    params:
-        score=as_json(config["score"]),
-        edges_dir=lambda w: f"{AB}/edges/{w.variant}",
+        f"{AB}/metrics/edges/{{source}}.json",
     wildcard_constraints:
-        variant=_AB_V,
+        source=_AB_V,
     log:
-        f"{LOGS}/ablations/score_edges_{{variant}}.log",
+        f"{LOGS}/ablations/score_edges_{{source}}.log",
     benchmark:
-        f"{BENCH}/ablations/score_edges_{{variant}}.tsv"
-    threads: 1
-    resources:
-        mem_mb=3000,
-        runtime=10,
-    conda:
-        ENV
-    shell:
-        "{TE} score-edges --params '{params.score}' --manifest {input.manifest} --edges {params.edges_dir} "
-        "--out {output} --threads {threads} > {log} 2>&1"
+        f"{BENCH}/ablations/score_edges_{{source}}.tsv"
+    priority: 0
 
 
 rule ablation_table:
@@ -275,7 +208,7 @@ rule ablation_table:
     input:
         uis=expand(f"{AB}/metrics/uis/{{v}}.json", v=["none"] + AB_VARIANTS),
         edges=expand(f"{AB}/metrics/edges/{{v}}.json", v=AB_VARIANTS) if AB_EDGE_METRICS else [],
-        latency=expand(f"{AB}/teacher/{{v}}/latency.json", v=list(AB_TEACHERS)),
+        latency=expand(f"{AB}/teacher/{{v}}/latency_0.json", v=list(AB_TEACHERS)),
         code=code("report"),
     output:
         tidy=report(f"{AB}/ablations_tidy.csv", category="Ablations", caption="../docs/report/ablations.rst"),

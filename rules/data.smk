@@ -46,7 +46,7 @@ rule prepare:
     params:
         data=as_json(_D),
         edge_gt=as_json(config["edge_gt"]),
-        out_dir=f"{R}/data",
+        out_dir=lambda w, output: os.path.dirname(output.manifest),
     log:
         f"{LOGS}/prepare.log",
     benchmark:

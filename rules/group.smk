@@ -12,7 +12,7 @@ rule bgp:
         f"{R}/bgp/{PROPOSALS}/{{source}}/instances.json",
     params:
         bgp=as_json(config["bgp"]),
-        edges_dir=lambda w: f"{R}/edges/{w.source}",
+        edges_dir=lambda w, input: os.path.dirname(input.edges),
     wildcard_constraints:
         source="|".join(EDGE_SOURCES),
     log:

@@ -68,7 +68,7 @@ rule score_edges:
         f"{R}/metrics/edges/{{source}}.json",
     params:
         score=as_json(config["score"]),
-        edges_dir=lambda w: f"{R}/edges/{w.source}",
+        edges_dir=lambda w, input: os.path.dirname(input.edges),
     wildcard_constraints:
         source="|".join(EDGE_SOURCES),
     log:

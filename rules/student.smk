@@ -28,7 +28,7 @@ rule distill:
         student=as_json(config["student"]),
         teacher=as_json(TEACHER),
         seed=config["seed"],
-        out_dir=SDIR,
+        out_dir=lambda w, output: os.path.dirname(output.model),
     log:
         f"{LOGS}/student/distill.log",
     benchmark:
@@ -42,7 +42,7 @@ rule distill:
     conda:
         ENV
     shell:
-        "{TE} student-train --params '{params.student}' --teacher-params '{params.teacher}' "
+        "{TE} distill --params '{params.student}' --teacher-params '{params.teacher}' "
         "--manifest {input.manifest} --labels {input.labels} --out-dir {params.out_dir} --seed {params.seed} "
         "--threads {threads} > {log} 2>&1"
 
@@ -57,7 +57,7 @@ rule student_infer:
     output:
         f"{R}/edges/trace_student/manifest.json",
     params:
-        out_dir=f"{R}/edges/trace_student",
+        out_dir=lambda w, output: os.path.dirname(output[0]),
     log:
         f"{LOGS}/student/infer.log",
     benchmark:

@@ -1,5 +1,6 @@
-# The TRACE teacher (paper §3.1-3.4): tiny model build (embedded) -> invert (sharded, GPU) -> iep
-# -> abdiv_labels, which also writes the `trace_teacher` edge source.
+# The TRACE teacher (paper §3.1-3.4), one straight chain: tiny model build (embedded) -> trajectory
+# (sharded, GPU: t*, divergence curve and ABDiv at t* per image) -> iep (gather: pools t*) and
+# teacher_labels (pseudo-labels + the `trace_teacher` edge source). t* is computed once, in trajectory.
 
 TEACHER = config["teacher"]
 TBB = TEACHER["backbone"]
@@ -67,24 +68,26 @@ rule build_tiny_models:
         "{TE} build-tiny --family {params.families} --seed {params.seed} --out-root build/models > {log} 2>&1"
 
 
-rule invert:
-    """Trajectory with self-attention capture for one shard: ABDiv at every step + the IEP curve."""
+rule trajectory:
+    """The teacher trajectory with self-attention capture for one shard: per image t* (IEP, or the
+    fixed teacher.t_star), the divergence curve and the ABDiv map at t*."""
     input:
         manifest=f"{R}/data/manifest.json",
         model=_model_input,
         code=code("teacher"),
     output:
-        f"{TDIR}/invert/shard_{{shard}}.json",
+        shard=f"{TDIR}/trajectory/shard_{{shard}}.json",
     params:
         teacher=as_json(TEACHER),
         seed=config["seed"],
-        out_dir=f"{TDIR}/invert",
+        out_dir=lambda w, output: os.path.dirname(output.shard),
+        latency="",
     wildcard_constraints:
         shard=r"\d+",
     log:
-        f"{LOGS}/teacher/invert_{{shard}}.log",
+        f"{LOGS}/teacher/trajectory_{{shard}}.log",
     benchmark:
-        f"{BENCH}/teacher/invert_{{shard}}.tsv"
+        f"{BENCH}/teacher/trajectory_{{shard}}.tsv"
     priority: MAIN_CHAIN_PRIORITY
     threads: 1
     resources:
@@ -94,24 +97,21 @@ rule invert:
     conda:
         ENV
     shell:
-        "{TE} invert --params '{params.teacher}' --manifest {input.manifest} --shard {wildcards.shard} "
-        "--seed {params.seed} --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
+        "{TE} trajectory --params '{params.teacher}' --manifest {input.manifest} --shard {wildcards.shard} "
+        "--seed {params.seed} --out-dir {params.out_dir} {params.latency} --threads {threads} > {log} 2>&1"
 
 
 rule iep:
-    """Instance Emergence Point per image (Eq. 1) and the dataset's t* histogram."""
+    """Instance Emergence Points (Eq. 1) of every image pooled from the shards + the t* histogram."""
     input:
-        shards=expand(f"{TDIR}/invert/shard_{{i}}.json", i=range(N_SHARDS)),
+        shards=expand(f"{TDIR}/trajectory/shard_{{i}}.json", i=range(N_SHARDS)),
         code=code("teacher"),
     output:
         f"{TDIR}/iep.json",
-    params:
-        fixed_t="" if TEACHER["t_star"] is None else f"--fixed-t {TEACHER['t_star']}",
     log:
         f"{LOGS}/teacher/iep.log",
     benchmark:
         f"{BENCH}/teacher/iep.tsv"
-    priority: MAIN_CHAIN_PRIORITY
     threads: 1
     resources:
         mem_mb=1000,
@@ -119,27 +119,27 @@ rule iep:
     conda:
         ENV
     shell:
-        "{TE} iep --shards {input.shards} --out {output} {params.fixed_t} > {log} 2>&1"
+        "{TE} iep --shards {input.shards} --out {output} > {log} 2>&1"
 
 
-rule abdiv_labels:
-    """ABDiv at t* (Eq. 2), ternary pseudo-labels (§3.4), and the `trace_teacher` edge maps."""
+rule teacher_labels:
+    """Ternary pseudo-labels (§3.4) at the student's training size and the `trace_teacher` edge maps,
+    from the ABDiv map at t* each trajectory shard stored."""
     input:
         manifest=f"{R}/data/manifest.json",
-        iep=f"{TDIR}/iep.json",
+        shards=expand(f"{TDIR}/trajectory/shard_{{i}}.json", i=range(N_SHARDS)),
         code=code("teacher"),
     output:
         labels=f"{TDIR}/labels/manifest.json",
         edges=f"{R}/edges/trace_teacher/manifest.json",
     params:
         teacher=as_json(TEACHER),
-        invert_dir=f"{TDIR}/invert",
-        out_dir=TDIR,
-        edges_dir=f"{R}/edges/trace_teacher",
+        out_dir=lambda w, output: os.path.dirname(output.labels),
+        edges_dir=lambda w, output: os.path.dirname(output.edges),
     log:
-        f"{LOGS}/teacher/abdiv_labels.log",
+        f"{LOGS}/teacher/labels.log",
     benchmark:
-        f"{BENCH}/teacher/abdiv_labels.tsv"
+        f"{BENCH}/teacher/labels.tsv"
     priority: MAIN_CHAIN_PRIORITY
     threads: 1
     resources:
@@ -148,5 +148,5 @@ rule abdiv_labels:
     conda:
         ENV
     shell:
-        "{TE} abdiv-labels --params '{params.teacher}' --manifest {input.manifest} --iep {input.iep} "
-        "--invert-dir {params.invert_dir} --out-dir {params.out_dir} --edges-dir {params.edges_dir} > {log} 2>&1"
+        "{TE} teacher-labels --params '{params.teacher}' --manifest {input.manifest} --shards {input.shards} "
+        "--out-dir {params.out_dir} --edges-dir {params.edges_dir} > {log} 2>&1"

@@ -29,8 +29,9 @@ def write_sobel_pseudo_labels(images: Sequence[Mapping[str, Any]], teacher_dir: 
         lab = np.full(e.shape, IGNORE, np.uint8)
         lab[e > np.quantile(e, 0.85)] = EDGE
         lab[e < np.quantile(e, 0.5)] = INTERIOR
-        write_png(teacher_dir / f"labels/image/{rec['id']}.png", lab)
-        entries[str(rec["id"])] = {"labels_image": f"labels/image/{rec['id']}.png"}
+        # at image size, not the training size: the student resizes (nearest) whatever it is given
+        write_png(teacher_dir / f"labels/{rec['id']}.png", lab)
+        entries[str(rec["id"])] = {"labels": f"{rec['id']}.png"}
     path = teacher_dir / "labels/manifest.json"
     write_json(path, {"images": entries})
     return path

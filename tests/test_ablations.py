@@ -87,7 +87,7 @@ def test_table_builder(tmp_path):
     _write_metrics(m, "t1", "uis", {"AP": 0.05, "AP50": 0.1, "AR100": 0.2})
     _write_metrics(m, "t1", "edges", {"ODS": 0.3, "OIS": 0.4, "clDice": 0.5})
     (tmp_path / "teacher" / "t1").mkdir(parents=True)
-    (tmp_path / "teacher" / "t1" / "latency.json").write_text(json.dumps({"ms_per_image": 1234.56}))
+    (tmp_path / "teacher" / "t1" / "latency_0.json").write_text(json.dumps({"ms_per_image": 1234.56}))
     tidy = build_ablation_report(cells, m, tmp_path / "teacher", tmp_path / "out", preset="embedded")
     assert len(tidy) == 3 + 6 + 6
     row = tidy[(tidy.cell == "kl") & (tidy.metric == "ODS")]
@@ -113,7 +113,7 @@ def test_table_without_edge_metrics(tmp_path):
     cells = [{"grid": "g", "cell": "c", "paper": "", "edges": "teacher", "variant": "t1"}]
     _write_metrics(tmp_path / "metrics", "t1", "uis", {"AP": 0.05, "AP50": 0.1, "AR100": 0.2})
     (tmp_path / "teacher" / "t1").mkdir(parents=True)
-    (tmp_path / "teacher" / "t1" / "latency.json").write_text(json.dumps({"ms_per_image": 10.0}))
+    (tmp_path / "teacher" / "t1" / "latency_0.json").write_text(json.dumps({"ms_per_image": 10.0}))
     tidy = build_ablation_report(cells, tmp_path / "metrics", tmp_path / "teacher", tmp_path / "out",
                                  preset="embedded", edge_metrics=False)
     assert set(tidy["metric"]) == {"AP", "AP50", "AR100"}      # no edge metrics file was needed

@@ -151,13 +151,13 @@ def student_labels(prepared) -> Path:
 
 def _student_cmd(root: Path, labels: Path, out: Path) -> list[str]:
     teacher = {"backbone": {"model": str(tiny_model_dir("sd3")), "resolution": 128, "device": "cpu"}}
-    return [PY, "-m", "trace_edges", "student-train", "--params", json.dumps(STUDENT),
+    return [PY, "-m", "trace_edges", "distill", "--params", json.dumps(STUDENT),
             "--teacher-params", json.dumps(teacher), "--manifest", str(root / "data/manifest.json"),
             "--labels", str(labels), "--out-dir", str(out), "--seed", "0", "--threads", "1"]
 
 
 def test_kill_during_distillation_then_resume(prepared, student_labels):
-    """`student-train` (as rules/student.smk runs it) killed -9 once a checkpoint exists: the rerun
+    """`distill` (as rules/student.smk runs it) killed -9 once a checkpoint exists: the rerun
     resumes from it and every file it leaves equals an uninterrupted run's, weights included."""
     root, _ = prepared
     ref, out = root / "student_ref", root / "student_killed"

@@ -62,10 +62,10 @@ def teacher_params():
 
 
 def _train(data, out_dir, params=None, **kw):
-    from trace_edges.stages.student import run_train
+    from trace_edges.stages.student import run_distill
 
     bb = fresh_backbone()
-    out = run_train(params or student_params(), teacher_params(), data["manifest"], data["labels"], out_dir,
+    out = run_distill(params or student_params(), teacher_params(), data["manifest"], data["labels"], out_dir,
                     backbone=bb, **kw)
     return out, bb
 
@@ -345,8 +345,8 @@ def test_cli_registers_both_subcommands():
 
     parser = argparse.ArgumentParser()
     student.register(parser.add_subparsers(dest="command"))
-    a = parser.parse_args(["student-train", "--manifest", "m.json", "--labels", "l.json", "--out-dir", "o",
+    a = parser.parse_args(["distill", "--manifest", "m.json", "--labels", "l.json", "--out-dir", "o",
                            "--params", "{}", "--teacher-params", "{}", "--seed", "3", "--threads", "2"])
-    assert a.func is student.run_train and a.seed == 3
+    assert a.func is student.run_distill and a.seed == 3
     b = parser.parse_args(["student-infer", "--model", "m.safetensors", "--manifest", "m.json", "--out-dir", "o"])
     assert b.func is student.run_infer and b.device is None

@@ -116,7 +116,7 @@ def test_each_ablation_cell_has_its_artifacts_and_one_edit_reruns_only_its_cell(
     assert [c.cell for c in dino] == ["dinov2"]
     iep = json.loads((ab / "teacher" / dino[0].variant / "iep.json").read_text())
     assert len(iep["images"]) == cfg["ablations"]["max_images"]
-    assert all(v["t_star"] == 0 and v["kl_curve"] == {} for v in iep["images"].values())
+    assert all(v["t_star"] == 0 and v["divergence_curve"] == {} for v in iep["images"].values())
     over = tmp_path / "one_cell.yaml"
     over.write_text("ablations:\n  grids:\n    divergence:\n      cells:\n"
                     "        jsd: {edges: teacher, teacher: {divergence: jsd, neighbourhood: 8}}\n")

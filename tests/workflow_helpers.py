@@ -115,7 +115,7 @@ NOT_RESULTS = ("logs", "benchmarks", "audit")
 # latency of each ablation variant and the two reports that print it (patterns relative to
 # results/<preset>/). Everything else those reports hold comes from files that are compared
 # (ablations/ablations_tidy.csv, tables/summary.json).
-TIMED = ("ablations/teacher/*/latency.json", "ablations/ablations_latency.csv", "ablations/ablations.md",
+TIMED = ("ablations/teacher/*/latency_0.json", "ablations/ablations_latency.csv", "ablations/ablations.md",
          "paper_vs_ours.md")
 
 

@@ -165,3 +165,28 @@ def load_workflow_config(*configfiles: str | Path) -> dict[str, Any]:
     out = validate(merged, where=where)
     check_consistency(out, where=where)
     return out
+
+
+#: Keys of a stage's validated block that cannot change any artifact (placement, fan-out, logging),
+#: as dotted paths. Per-item cache keys hash the WHOLE block minus these (:func:`result_block`), so a
+#: key added to the schema later is part of every cache key unless it is listed here on purpose.
+#: ``backbone.device``: where the model runs (the same computation; GPU and CPU round floats
+#: differently, so the provenance records the device actually used). ``shard_size``: how images are
+#: grouped into jobs.
+NON_RESULT_KEYS: dict[str, tuple[str, ...]] = {
+    "teacher": ("shard_size", "backbone.device"),
+}
+
+
+def result_block(name: str, block: Mapping[str, Any], *, drop: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A copy of the validated config block ``name`` without its :data:`NON_RESULT_KEYS` and the
+    dotted paths in ``drop`` (keys a downstream stage alone reads): what a cache key hashes."""
+    out = copy.deepcopy(dict(block))
+    for path in (*NON_RESULT_KEYS.get(name, ()), *drop):
+        *parents, leaf = path.split(".")
+        node = out
+        for p in parents:
+            node = node.get(p) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return out

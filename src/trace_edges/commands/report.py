@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cells", required=True, help="JSON list of cells (grid, cell, paper, edges, variant)")
     p.add_argument("--preset", required=True)
     p.add_argument("--metrics-dir", required=True, help="ablations/metrics (uis/<variant>.json, edges/<variant>.json)")
-    p.add_argument("--teacher-dir", required=True, help="ablations/teacher (<variant>/latency.json)")
+    p.add_argument("--teacher-dir", required=True, help="ablations/teacher (<variant>/latency_0.json)")
     p.add_argument("--no-edge-metrics", action="store_true", help="cells have UIS metrics only (ablations.edge_metrics)")
     p.add_argument("--dpi", type=int, default=150)
     p.add_argument("--out-dir", required=True)

@@ -1,4 +1,4 @@
-"""Student subcommands: ``student-train``, ``student-infer``."""
+"""Student subcommands: ``distill`` (rule distill), ``student-infer`` (rule student_infer)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from trace_edges.commands import stage_params
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("student-train", help="one-step self-distillation: LoRA + edge decoder on the teacher's "
+    p = sub.add_parser("distill", help="one-step self-distillation: LoRA + edge decoder on the teacher's "
                                              "pseudo-labels (GPU if available)")
     add_common(p)
     p.add_argument("--teacher-params", metavar="JSON",
@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", required=True, help="teacher labels manifest (teacher/<family>/labels/manifest.json)")
     p.add_argument("--out-dir", required=True, help="e.g. results/<preset>/student/<family>")
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=run_train)
+    p.set_defaults(func=run_distill)
 
     p = sub.add_parser("student-infer", help="trace_student edge maps: one forward pass at t = 0 per image")
     add_common(p, params=False)
@@ -40,8 +40,8 @@ def _teacher_params(args: argparse.Namespace) -> dict[str, Any]:
     return parse_params(args.teacher_params, "teacher")
 
 
-def run_train(args: argparse.Namespace) -> None:
-    from trace_edges.stages.student import run_train as run
+def run_distill(args: argparse.Namespace) -> None:
+    from trace_edges.stages.student import run_distill as run
 
     run(stage_params(args, "student"), _teacher_params(args), args.manifest, args.labels, args.out_dir,
         seed=args.seed)

@@ -1,4 +1,4 @@
-"""Teacher subcommands: ``build-tiny``, ``invert``, ``iep``, ``abdiv-labels``, ``teacher-cell``."""
+"""Teacher subcommands: ``build-tiny``, ``trajectory`` (sharded), ``iep`` (gather), ``teacher-labels``."""
 
 from __future__ import annotations
 
@@ -23,38 +23,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out-root", help="several families: ROOT/tiny-<family> each (rule build_tiny_models)")
     p.set_defaults(func=run_build_tiny)
 
-    p = sub.add_parser("invert", help="teacher trajectory with SA capture for one shard of images (GPU if available)")
+    p = sub.add_parser("trajectory", help="teacher trajectory with SA capture for one shard of images: per image "
+                                          "t* (IEP), the divergence curve and ABDiv at t* (GPU if available)")
     add_common(p)
     p.add_argument("--manifest", required=True)
     p.add_argument("--shard", type=int, required=True, help="shard index (images [i*shard_size, (i+1)*shard_size))")
     p.add_argument("--seed", type=int, default=0, help="seed of the forward-noise trajectory option")
-    p.add_argument("--out-dir", required=True, help="e.g. results/<preset>/teacher/<family>/invert")
-    p.set_defaults(func=run_invert)
+    p.add_argument("--out-dir", required=True, help="e.g. results/<preset>/teacher/<family>/trajectory")
+    p.add_argument("--latency-out", default=None,
+                   help="also time the per-image teacher (warm model) into this JSON (Table 4's latency)")
+    p.set_defaults(func=run_trajectory)
 
-    p = sub.add_parser("iep", help="Instance Emergence Point per image (Eq. 1) from the invert shards")
-    p.add_argument("--shards", nargs="+", required=True, help="invert/shard_<i>.json files")
+    p = sub.add_parser("iep", help="pool the trajectory shards' t* and divergence curves into iep.json")
+    p.add_argument("--shards", nargs="+", required=True, help="trajectory/shard_<i>.json files")
     p.add_argument("--out", required=True, help="iep.json")
-    p.add_argument("--fixed-t", type=int, default=None,
-                   help="teacher.t_star: one fixed timestep for every image instead of the IEP (Table 3 b)")
     p.set_defaults(func=run_iep)
 
-    p = sub.add_parser("abdiv-labels", help="ABDiv at t*, ternary pseudo-labels, trace_teacher edge maps")
+    p = sub.add_parser("teacher-labels", help="ternary pseudo-labels at the student's size + trace_teacher edge "
+                                              "maps, from the ABDiv at t* of the trajectory shards")
     add_common(p)
     p.add_argument("--manifest", required=True)
-    p.add_argument("--iep", required=True)
-    p.add_argument("--invert-dir", required=True)
-    p.add_argument("--out-dir", required=True, help="e.g. results/<preset>/teacher/<family>")
+    p.add_argument("--shards", nargs="+", required=True, help="trajectory/shard_<i>.json files")
+    p.add_argument("--out-dir", required=True, help="e.g. results/<preset>/teacher/<family>/labels")
     p.add_argument("--edges-dir", required=True, help="e.g. results/<preset>/edges/trace_teacher")
     p.set_defaults(func=run_labels)
-
-    p = sub.add_parser("teacher-cell", help="invert + iep + abdiv-labels on a small image set in one process "
-                                            "(ablation cells)")
-    add_common(p)
-    p.add_argument("--manifest", required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out-dir", required=True, help="e.g. results/<preset>/ablations/teacher/<variant>")
-    p.add_argument("--edges-dir", required=True, help="e.g. results/<preset>/ablations/edges/<variant>")
-    p.set_defaults(func=run_cell)
 
 
 def run_build_tiny(args: argparse.Namespace) -> None:
@@ -69,26 +61,20 @@ def run_build_tiny(args: argparse.Namespace) -> None:
         log.info("built tiny %s -> %s", family, out)
 
 
-def run_invert(args: argparse.Namespace) -> None:
-    from trace_edges.stages.teacher import run_invert as run
+def run_trajectory(args: argparse.Namespace) -> None:
+    from trace_edges.stages.teacher import run_trajectory as run
 
-    run(stage_params(args, "teacher"), args.manifest, args.shard, args.out_dir, seed=args.seed)
+    run(stage_params(args, "teacher"), args.manifest, args.shard, args.out_dir, seed=args.seed,
+        latency_out=args.latency_out)
 
 
 def run_iep(args: argparse.Namespace) -> None:
     from trace_edges.stages.teacher import run_iep as run
 
-    run(args.shards, args.out, fixed_t=args.fixed_t)
+    run(args.shards, args.out)
 
 
 def run_labels(args: argparse.Namespace) -> None:
-    from trace_edges.stages.teacher import run_abdiv_labels
+    from trace_edges.stages.teacher import run_labels as run
 
-    run_abdiv_labels(stage_params(args, "teacher"), args.manifest, args.iep, args.invert_dir, args.out_dir,
-                     args.edges_dir)
-
-
-def run_cell(args: argparse.Namespace) -> None:
-    from trace_edges.stages.teacher import run_teacher_cell
-
-    run_teacher_cell(stage_params(args, "teacher"), args.manifest, args.out_dir, args.edges_dir, seed=args.seed)
+    run(stage_params(args, "teacher"), args.manifest, args.shards, args.out_dir, args.edges_dir)

@@ -2,8 +2,8 @@
 
 Inputs: the cell list (``trace_edges.ablations.cells_json``), the per-variant metrics written by
 the ablation scoring rules (``metrics/uis/<variant>.json``, ``metrics/edges/<variant>.json``) and
-the teacher variants' ``latency.json``. Timings are kept out of the tidy CSV (which is
-deterministic) and go to ``ablations_latency.csv``.
+the teacher variants' ``latency_0.json`` (written by their one trajectory shard). Timings are
+kept out of the tidy CSV (which is deterministic) and go to ``ablations_latency.csv``.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def latency_rows(cells: Sequence[Mapping[str, Any]], teacher_dir: str | Path) ->
     for c in cells:
         if c["edges"] != "teacher":
             continue
-        lat = read_json(Path(teacher_dir) / c["variant"] / "latency.json", what="teacher latency")
+        lat = read_json(Path(teacher_dir) / c["variant"] / "latency_0.json", what="teacher latency")
         rows.append({"grid": c["grid"], "cell": c["cell"], "variant": c["variant"],
                      "teacher_ms_per_image": round(float(lat["ms_per_image"]), 1)})
     return pd.DataFrame(rows, columns=["grid", "cell", "variant", "teacher_ms_per_image"])

@@ -1,4 +1,4 @@
-"""Student stages: ``student_train`` (one-step self-distillation) and ``student_infer`` (the
+"""Student stages: ``distill`` (one-step self-distillation) and ``student_infer`` (the
 ``trace_student`` edge source).
 
 Layout under ``results/<preset>/student/<family>/``::
@@ -39,17 +39,17 @@ def labelled_images(manifest: Mapping[str, Any], labels_manifest: str | Path) ->
     lab = read_json(labels_manifest, what="teacher labels manifest")
     if not isinstance(lab, dict) or not isinstance(lab.get("images"), dict):
         raise DataError("not a teacher labels manifest (no `images` mapping)", path=labels_manifest,
-                        fix="pass teacher/<family>/labels/manifest.json written by the abdiv_labels stage")
-    base = labels_manifest.parent.parent  # teacher/<family>/ ; entries are relative to it
+                        fix="pass teacher/<family>/labels/manifest.json written by the teacher_labels stage")
+    base = labels_manifest.parent  # entries are relative to the labels directory
     out = []
     for rec in manifest["images"]:
         entry = lab["images"].get(str(rec["id"]))
         if entry is None:
             continue
-        path = base / entry["labels_image"]
+        path = base / entry["labels"]
         if not path.is_file():
             raise DataError(f"pseudo-labels of image {rec['id']} are missing", path=path,
-                            fix="rerun the teacher's abdiv_labels stage")
+                            fix="rerun the teacher_labels stage")
         out.append((rec, path))
     if not out:
         raise DataError("no image of the data manifest has teacher pseudo-labels", path=labels_manifest,
@@ -61,7 +61,7 @@ def _backbone_key(backbone: Mapping[str, Any]) -> dict[str, Any]:
     return {k: backbone.get(k) for k in BACKBONE_KEYS}
 
 
-def run_train(params: Mapping[str, Any], teacher_params: Mapping[str, Any], manifest_path: str | Path,
+def run_distill(params: Mapping[str, Any], teacher_params: Mapping[str, Any], manifest_path: str | Path,
               labels_manifest: str | Path, out_dir: str | Path, *, seed: int = 0,
               callback: Callable[[int], None] | None = None, backbone: Any = None) -> dict:
     """Train the student on the teacher's pseudo-labels; write ``model.safetensors`` + ``model.json`` (last).

@@ -1,23 +1,27 @@
-"""Teacher stages: ``invert`` (sharded) -> ``iep`` -> ``abdiv_labels`` (+ the ``trace_teacher`` edges).
+"""Teacher stages, one straight chain: ``trajectory`` (sharded) -> ``iep`` (gather) and ``labels``.
 
+t* is computed once per image, in ``trajectory``; the gather only pools what the shards wrote.
 Layout under ``results/<preset>/teacher/<family>/``::
 
-    invert/<id>.safetensors     abdiv: float16 [steps, H, W] (ABDiv at every step), steps: int64 [steps]
-    invert/<id>.json            image id, steps, token grid, KL curve (IEP divergence per step)
-    invert/shard_<i>.json       the shard's image ids, the model and provenance (declared output)
-    iep.json                    per image t* and its curve; the t* histogram; provenance
-    abdiv/<id>.safetensors      abdiv: float16 [H, W], the ABDiv map at t*
-    labels/grid/<id>.png        ternary pseudo-labels on the token grid (0 interior, 1 edge, 255 ignore)
-    labels/image/<id>.png       the same, nearest-upsampled to the image size
-    labels/manifest.json        (declared output)
+    trajectory/<id>.safetensors  abdiv: float16 [H, W], the ABDiv map at t* (token grid)
+    trajectory/<id>.json         image id, steps, token grid, t*, the divergence and its curve
+                                 D(SA(τ_{k-1}) ‖ SA(τ_k)) per step (the IEP curve, Eq. 1)
+    trajectory/shard_<i>.json    the shard's image ids, the model and provenance (declared output)
+    iep.json                     every image's t* and curve, the t* histogram (gather; figures, reports)
+    labels/<id>.png              ternary pseudo-labels at the student's training size R×R
+                                 (R = teacher.backbone.resolution; 0 interior, 1 edge, 255 ignore)
+    labels/manifest.json         (declared output)
 
-and the edge map at image resolution in ``results/<preset>/edges/trace_teacher/`` (the common
-edge-source format), so BGP, WPS and every score use the teacher unchanged.
+and the edge maps at image resolution in ``results/<preset>/edges/trace_teacher/`` (the common
+edge-source format), so BGP, WPS and every score use the teacher unchanged. ``labels`` reads the
+trajectory shards, not iep.json: the map at t* is already there.
 """
 
 from __future__ import annotations
 
 import logging
+import statistics
+import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -26,6 +30,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from trace_edges import provenance
+from trace_edges.backbones.loader import load_configured_backbone
+from trace_edges.config import result_block
 from trace_edges.data.coco import load_manifest
 from trace_edges.data.images import load_rgb, write_png
 from trace_edges.edges.store import edge_map_filename, save_edge_map, write_manifest
@@ -33,15 +39,22 @@ from trace_edges.errors import ConfigError, DataError
 from trace_edges.io import atomic_path, read_json, sha256_file, write_json
 from trace_edges.stages._loop import run_items
 from trace_edges.stages.shards import num_shards
-from trace_edges.teacher.divergence import iep_step
 from trace_edges.teacher.labels import ternarize
-from trace_edges.backbones.loader import load_configured_backbone
 from trace_edges.teacher.trajectory import run_teacher, teacher_edge_map, upsample_to_image
 
 log = logging.getLogger(__name__)
 
-#: the teacher parameters that change what ``invert`` computes (the rest only affect later stages)
-INVERT_KEYS = ("backbone", "trajectory", "stride", "mode", "divergence", "neighbourhood", "chunk", "eps")
+#: teacher keys only the labels stage reads: left out of the trajectory's per-image cache key
+#: (everything else in the validated ``teacher`` block is part of it, see config.NON_RESULT_KEYS)
+LABEL_ONLY_KEYS = ("label_k",)
+
+LABEL_VALUES = {"interior": 0, "edge": 1, "ignore": 255}
+
+
+def trajectory_key(params: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    """What the trajectory's per-image results depend on: the whole validated teacher block but
+    its non-result keys (fan-out, device) and the labels-only keys, plus the seed."""
+    return {"teacher": result_block("teacher", params, drop=LABEL_ONLY_KEYS), "seed": int(seed)}
 
 
 def shard_images(images: Sequence[Mapping[str, Any]], shard: int, shard_size: int) -> list[Mapping[str, Any]]:
@@ -52,53 +65,27 @@ def shard_images(images: Sequence[Mapping[str, Any]], shard: int, shard_size: in
     return list(images[shard * shard_size:(shard + 1) * shard_size])
 
 
+def nearest_step(steps: Sequence[int], t: int) -> int:
+    """The trajectory step closest to ``t`` (ties: the earlier step)."""
+    return min(steps, key=lambda s: (abs(int(s) - int(t)), int(s)))
+
+
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     with atomic_path(path) as tmp:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
 
 
-def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+def load_abdiv(path: str | Path) -> np.ndarray:
+    """The stored ABDiv map at t* of one image (float16 on disk) as float32 [H, W]."""
+    path = Path(path)
     if not path.is_file():
-        raise DataError("teacher artifact not found", path=path, fix="rerun the invert stage (snakemake invert)")
+        raise DataError("teacher trajectory artifact not found", path=path,
+                        fix="rerun the trajectory stage (snakemake trajectory)")
     try:
-        return load_file(str(path))
+        return load_file(str(path))["abdiv"].float().numpy()
     except Exception as exc:  # safetensors raises its own error types
         raise DataError(f"cannot read safetensors ({exc})", path=path,
-                        fix="the file is truncated or corrupt: delete it and rerun the invert stage") from exc
-
-
-def run_invert(params: Mapping[str, Any], manifest_path: str | Path, shard: int, out_dir: str | Path, *,
-               seed: int = 0, backbone: Any = None) -> dict:
-    """Walk the trajectory for the images of one shard; write per-image artifacts + the shard file.
-
-    ``backbone``: an already loaded teacher backbone (else loaded on the first image to compute)."""
-    manifest = load_manifest(manifest_path)
-    out_dir = Path(out_dir)
-    images = shard_images(manifest["images"], shard, params["shard_size"])
-    stage_params = {k: params[k] for k in INVERT_KEYS} | {"seed": seed}
-
-    def work(rec):
-        nonlocal backbone
-        if backbone is None:
-            backbone = load_configured_backbone(params["backbone"])
-        res = run_teacher(backbone, load_rgb(rec["file"]), params, seed=seed)
-        _save_tensors(out_dir / f"{rec['id']}.safetensors",
-                      {"abdiv": torch.from_numpy(res.abdiv).to(torch.float16),
-                       "steps": torch.tensor(res.steps, dtype=torch.int64)})
-        write_json(out_dir / f"{rec['id']}.json", {
-            "image_id": rec["id"], "steps": res.steps, "grid": list(res.grid),
-            "kl_curve": {str(t): v for t, v in res.kl_curve.items()}, "blocks": res.info["blocks"],
-        })
-
-    run_items(images, stage="teacher", params=stage_params, out_dir=out_dir,
-              outputs=lambda rec: [out_dir / f"{rec['id']}.safetensors", out_dir / f"{rec['id']}.json"],
-              work=work, desc=f"invert shard {shard}")
-    model = backbone.model_info() if backbone is not None else _model_record(params["backbone"])
-    out = {"shard": shard, "images": [rec["id"] for rec in images], "model": model,
-           "provenance": provenance.record("teacher", params=stage_params, inputs=[manifest_path], model=model,
-                                           config={"teacher": {k: params[k] for k in INVERT_KEYS}, "seed": seed})}
-    write_json(out_dir / f"shard_{shard}.json", out)
-    return out
+                        fix="the file is truncated or corrupt: delete it and rerun the trajectory stage") from exc
 
 
 def _model_record(backbone: Mapping[str, Any]) -> dict:
@@ -110,120 +97,138 @@ def _model_record(backbone: Mapping[str, Any]) -> dict:
     return rec
 
 
-def nearest_step(steps: Sequence[int], t: int) -> int:
-    """The trajectory step closest to ``t`` (ties: the earlier step)."""
-    return min(steps, key=lambda s: (abs(int(s) - int(t)), int(s)))
+def _t_star_rule(fixed_t: int | None) -> str:
+    return "IEP (argmax of the divergence curve, Eq. 1)" if fixed_t is None else f"fixed t = {fixed_t}"
 
 
-def run_iep(shard_files: Sequence[str | Path], out_json: str | Path, *, fixed_t: int | None = None) -> dict:
-    """Pick t* per image from the stored IEP curves; write iep.json (with the t* histogram).
+def run_trajectory(params: Mapping[str, Any], manifest_path: str | Path, shard: int, out_dir: str | Path, *,
+                   seed: int = 0, backbone: Any = None, latency_out: str | Path | None = None) -> dict:
+    """Walk the trajectory for the images of one shard: per image t* (the IEP, or the configured
+    fixed ``t_star`` snapped to the nearest step), the divergence curve and the ABDiv map at t*.
 
-    ``fixed_t`` (config ``teacher.t_star``) replaces the IEP by one fixed timestep for every image,
-    snapped to the nearest trajectory step: the paper's Table 3 (b) ablation (ABDiv at a purely
-    semantic timestep, as DiffSeg / DiffCut read attention)."""
-    per_image: dict[str, Any] = {}
-    model = None
-    for sf in shard_files:
-        shard = read_json(sf, what="invert shard file")
-        model = shard["model"]
-        for iid in shard["images"]:
-            rec = read_json(Path(sf).parent / f"{iid}.json", what="per-image IEP curve")
-            curve = {int(t): float(v) for t, v in rec["kl_curve"].items()}
-            t_star = iep_step(curve, rec["steps"]) if fixed_t is None else nearest_step(rec["steps"], fixed_t)
-            per_image[str(iid)] = {"t_star": t_star, "kl_curve": rec["kl_curve"], "grid": rec["grid"]}
-    hist: dict[str, int] = {}
-    for v in per_image.values():
-        hist[str(v["t_star"])] = hist.get(str(v["t_star"]), 0) + 1
-    out = {"images": per_image, "t_star_histogram": dict(sorted(hist.items(), key=lambda kv: int(kv[0]))),
-           "model": model,
-           "t_star_rule": "IEP (argmax of the KL curve, Eq. 1)" if fixed_t is None else f"fixed t = {fixed_t}",
-           "provenance": provenance.record("teacher", params={"stage": "iep", "fixed_t": fixed_t},
-                                           inputs=list(shard_files))}
-    write_json(out_json, out)
-    return out
-
-
-def run_abdiv_labels(params: Mapping[str, Any], manifest_path: str | Path, iep_json: str | Path,
-                     invert_dir: str | Path, out_dir: str | Path, edges_dir: str | Path) -> dict:
-    """ABDiv at t*, ternary pseudo-labels, and the ``trace_teacher`` edge maps."""
+    ``backbone``: an already loaded teacher backbone (else loaded on the first image to compute).
+    ``latency_out``: also time the whole per-image teacher (2 runs on the shard's first image, the
+    model warm) into this JSON, the latency column of Table 4 (wall times: kept out of the
+    deterministic artifacts)."""
     manifest = load_manifest(manifest_path)
-    iep = read_json(iep_json, what="IEP results")
-    invert_dir, out_dir, edges_dir = Path(invert_dir), Path(out_dir), Path(edges_dir)
-    k = float(params["label_k"])
-    stage_params = {k_: params[k_] for k_ in INVERT_KEYS} | {"label_k": k}
+    out_dir = Path(out_dir)
+    images = shard_images(manifest["images"], shard, params["shard_size"])
+    key = trajectory_key(params, seed)
+    fixed_t = params["t_star"]
 
-    def files(rec):
-        return [out_dir / "abdiv" / f"{rec['id']}.safetensors", out_dir / "labels/grid" / f"{rec['id']}.png",
-                out_dir / "labels/image" / f"{rec['id']}.png", edges_dir / edge_map_filename(rec["id"])]
+    def ensure_backbone():
+        nonlocal backbone
+        if backbone is None:
+            backbone = load_configured_backbone(params["backbone"])
+        return backbone
 
     def work(rec):
-        entry = iep["images"].get(str(rec["id"]))
-        if entry is None:
-            raise DataError(f"image {rec['id']} has no IEP entry", path=iep_json, fix="rerun the iep stage")
-        t = _load_tensors(invert_dir / f"{rec['id']}.safetensors")
-        steps = t["steps"].tolist()
-        grid_map = t["abdiv"][steps.index(entry["t_star"])].float().numpy()
-        _save_tensors(files(rec)[0], {"abdiv": torch.from_numpy(grid_map).to(torch.float16)})
-        labels = ternarize(grid_map, k)
-        write_png(files(rec)[1], labels)
-        write_png(files(rec)[2], upsample_to_image(labels, rec["height"], rec["width"], mode="nearest")
-                  .round().astype(np.uint8))
-        save_edge_map(files(rec)[3], teacher_edge_map(grid_map, rec["height"], rec["width"]))
+        res = run_teacher(ensure_backbone(), load_rgb(rec["file"]), params, seed=seed)
+        t_star = res.t_star if fixed_t is None else nearest_step(res.steps, fixed_t)
+        _save_tensors(out_dir / f"{rec['id']}.safetensors",
+                      {"abdiv": torch.from_numpy(res.abdiv_at(t_star)).to(torch.float16)})
+        write_json(out_dir / f"{rec['id']}.json", {
+            "image_id": rec["id"], "steps": res.steps, "grid": list(res.grid), "t_star": t_star,
+            "t_star_rule": _t_star_rule(fixed_t), "divergence": params["divergence"],
+            "divergence_curve": {str(t): v for t, v in res.divergence_curve.items()}, "blocks": res.info["blocks"],
+        })
 
-    def key_parts(rec):
-        return [rec["sha256"], sha256_file(invert_dir / f"{rec['id']}.safetensors"),
-                iep["images"].get(str(rec["id"]), {}).get("t_star")]
-
-    run_items(manifest["images"], stage="teacher", params=stage_params, out_dir=out_dir / "labels",
-              outputs=files, work=work, key_parts=key_parts, desc="abdiv_labels")
-    prov = provenance.record("teacher", params=stage_params, inputs=[manifest_path, iep_json], model=iep["model"],
-                             config={"teacher": {**{k_: params[k_] for k_ in INVERT_KEYS}, "label_k": k}})
-    write_manifest(edges_dir, "trace_teacher", {rec["id"]: edge_map_filename(rec["id"]) for rec in manifest["images"]},
-                   {**prov, "source": "trace_teacher"})
-    out = {"images": {str(rec["id"]): {"t_star": iep["images"][str(rec["id"])]["t_star"],
-                                       "abdiv": f"abdiv/{rec['id']}.safetensors",
-                                       "labels_grid": f"labels/grid/{rec['id']}.png",
-                                       "labels_image": f"labels/image/{rec['id']}.png"}
-                      for rec in manifest["images"]},
-           "label_values": {"interior": 0, "edge": 1, "ignore": 255},
-           "provenance": prov}
-    write_json(out_dir / "labels" / "manifest.json", out)
+    run_items(images, stage="teacher", params=key, out_dir=out_dir,
+              outputs=lambda rec: [out_dir / f"{rec['id']}.safetensors", out_dir / f"{rec['id']}.json"],
+              work=work, desc=f"trajectory shard {shard}")
+    if latency_out is not None and images:
+        _time_teacher(ensure_backbone(), params, images[0], latency_out, seed=seed)
+    model = backbone.model_info() if backbone is not None else _model_record(params["backbone"])
+    out = {"shard": shard, "images": [rec["id"] for rec in images], "model": model,
+           "provenance": provenance.record("teacher", params=key, inputs=[manifest_path], model=model,
+                                           config={"teacher": key["teacher"], "seed": int(seed)})}
+    write_json(out_dir / f"shard_{shard}.json", out)
     return out
 
 
-def run_teacher_cell(params: Mapping[str, Any], manifest_path: str | Path, out_dir: str | Path,
-                     edges_dir: str | Path, *, seed: int = 0) -> dict:
-    """The whole teacher (invert -> iep -> abdiv_labels) on a small image set, in one process.
-
-    Used by the ablation grids (rules/ablations.smk): every cell is a handful of images, so one job
-    (one model load) per cell instead of three. Writes the same artifacts as the three stages, in
-    ``out_dir/{invert, iep.json, abdiv, labels}`` and the edge maps in ``edges_dir``, plus
-    ``out_dir/latency.json`` (teacher wall seconds per image: the latency column of Table 4; kept
-    out of the other artifacts, which are deterministic).
-    """
-    import time
-
-    import statistics
-
-    out_dir = Path(out_dir)
-    manifest = load_manifest(manifest_path)
-    if not manifest["images"]:
-        raise DataError("the manifest lists no images", path=manifest_path, fix="check data.max_images")
-    backbone = load_configured_backbone(params["backbone"])
-    one_shard = dict(params, shard_size=len(manifest["images"]))
-    run_invert(one_shard, manifest_path, 0, out_dir / "invert", seed=seed, backbone=backbone)
-    iep = run_iep([out_dir / "invert" / "shard_0.json"], out_dir / "iep.json", fixed_t=params.get("t_star"))
-    out = run_abdiv_labels(params, manifest_path, out_dir / "iep.json", out_dir / "invert", out_dir, edges_dir)
-    # latency (Table 4): the whole per-image teacher on the first image; the model is loaded and
-    # warm (invert ran it on every image just before)
-    rgb = load_rgb(manifest["images"][0]["file"])
+def _time_teacher(backbone: Any, params: Mapping[str, Any], rec: Mapping[str, Any], out: str | Path, *,
+                  seed: int) -> None:
+    rgb = load_rgb(rec["file"])
     walls = []
     for _ in range(2):
         t0 = time.perf_counter()
         run_teacher(backbone, rgb, params, seed=seed)
         walls.append(time.perf_counter() - t0)
-    write_json(out_dir / "latency.json", {"image": manifest["images"][0]["id"], "walls_s": walls,
-                                          "ms_per_image": 1000.0 * statistics.median(walls),
-                                          "note": "median of 2 timed run_teacher calls (trajectory + IEP curve "
-                                                  "+ ABDiv) right after the invert stage ran on every image"})
-    return {"iep": iep, "labels": out}
+    write_json(out, {"image": rec["id"], "walls_s": walls, "ms_per_image": 1000.0 * statistics.median(walls),
+                     "note": "median of 2 timed run_teacher calls (trajectory + IEP curve + ABDiv), the model "
+                             "loaded and warm (the trajectory stage ran it on its images just before)"})
+
+
+def _shard_entries(shard_files: Sequence[str | Path]):
+    """``(shard record, shard dir, image id, per-image record)`` for every image of the shards."""
+    for sf in shard_files:
+        shard = read_json(sf, what="trajectory shard file")
+        for iid in shard["images"]:
+            yield shard, Path(sf).parent, iid, read_json(Path(sf).parent / f"{iid}.json", what="per-image trajectory record")
+
+
+def run_iep(shard_files: Sequence[str | Path], out_json: str | Path) -> dict:
+    """Pool the shards' per-image t* and divergence curves into iep.json (+ the t* histogram).
+    Nothing is recomputed: t* was picked once, by the trajectory stage."""
+    per_image: dict[str, Any] = {}
+    model, rules = None, set()
+    for shard, _, iid, rec in _shard_entries(shard_files):
+        model = shard["model"]
+        rules.add(rec["t_star_rule"])
+        per_image[str(iid)] = {k: rec[k] for k in ("t_star", "divergence", "divergence_curve", "grid")}
+    hist: dict[str, int] = {}
+    for v in per_image.values():
+        hist[str(v["t_star"])] = hist.get(str(v["t_star"]), 0) + 1
+    out = {"images": per_image, "t_star_histogram": dict(sorted(hist.items(), key=lambda kv: int(kv[0]))),
+           "model": model, "t_star_rule": " / ".join(sorted(rules)),
+           "provenance": provenance.record("teacher", params={"stage": "iep"}, inputs=list(shard_files))}
+    write_json(out_json, out)
+    return out
+
+
+def run_labels(params: Mapping[str, Any], manifest_path: str | Path, shard_files: Sequence[str | Path],
+               out_dir: str | Path, edges_dir: str | Path) -> dict:
+    """Ternary pseudo-labels at the student's training size and the ``trace_teacher`` edge maps,
+    from the ABDiv map at t* each trajectory shard stored."""
+    manifest = load_manifest(manifest_path)
+    out_dir, edges_dir = Path(out_dir), Path(edges_dir)
+    by_id = {str(iid): (d, rec, shard["model"]) for shard, d, iid, rec in _shard_entries(shard_files)}
+    size = int(params["backbone"]["resolution"])
+    k = float(params["label_k"])
+    key = {"teacher": result_block("teacher", params)}
+
+    def entry(rec):
+        found = by_id.get(str(rec["id"]))
+        if found is None:
+            raise DataError(f"image {rec['id']} is in no trajectory shard", path=shard_files[0],
+                            fix="rerun the trajectory stage on this manifest")
+        return found
+
+    def files(rec):
+        return [out_dir / f"{rec['id']}.png", edges_dir / edge_map_filename(rec["id"])]
+
+    def work(rec):
+        grid_map = load_abdiv(entry(rec)[0] / f"{rec['id']}.safetensors")
+        labels = ternarize(grid_map, k)
+        write_png(files(rec)[0], upsample_to_image(labels, size, size, mode="nearest").round().astype(np.uint8))
+        save_edge_map(files(rec)[1], teacher_edge_map(grid_map, rec["height"], rec["width"]))
+
+    def key_parts(rec):
+        return [rec["sha256"], sha256_file(entry(rec)[0] / f"{rec['id']}.safetensors")]
+
+    run_items(manifest["images"], stage="teacher", params=key, out_dir=out_dir, outputs=files, work=work,
+              key_parts=key_parts, desc="labels")
+    model = next(iter(by_id.values()))[2] if by_id else None
+    prov = provenance.record("teacher", params=key, inputs=[manifest_path, *shard_files], model=model,
+                             config={"teacher": key["teacher"]})
+    write_manifest(edges_dir, "trace_teacher", {rec["id"]: edge_map_filename(rec["id"]) for rec in manifest["images"]},
+                   {**prov, "source": "trace_teacher"})
+    out = {"images": {str(rec["id"]): {"t_star": entry(rec)[1]["t_star"], "labels": f"{rec['id']}.png"}
+                      for rec in manifest["images"]},
+           "size": [size, size], "label_values": LABEL_VALUES, "provenance": prov}
+    write_json(out_dir / "manifest.json", out)
+    return out
+
+
+__all__ = ["LABEL_ONLY_KEYS", "LABEL_VALUES", "load_abdiv", "nearest_step", "run_iep", "run_labels",
+           "run_trajectory", "shard_images", "trajectory_key"]

@@ -7,6 +7,6 @@
 * :mod:`~trace_edges.student.infer` — load a trained student, edge map of an image;
 * :mod:`~trace_edges.student.source` — the ``trace_student`` edge source.
 
-Stages: :mod:`trace_edges.stages.student` (``run_train``, ``run_infer``). docs/student.md.
+Stages: :mod:`trace_edges.stages.student` (``run_distill``, ``run_infer``). docs/student.md.
 Importing this package is cheap (no torch); import the submodules for the work.
 """

@@ -26,7 +26,7 @@ def read_model_json(weights: str | Path) -> dict[str, Any]:
     weights = Path(weights)
     if not weights.is_file():
         raise DataError("student weights not found", path=weights,
-                        fix="train the student first (trace-edges student-train / snakemake student_train)")
+                        fix="train the student first (trace-edges distill / snakemake distill)")
     meta = read_json(model_json_path(weights), what="student model.json")
     if meta.get("format") != MODEL_FORMAT:
         raise DataError(f"unknown student model format {meta.get('format')!r} (expected {MODEL_FORMAT!r})",
@@ -49,7 +49,7 @@ def load_student(weights: str | Path, *, device: str | None = None, backbone: An
     meta = read_model_json(weights)
     if check_digest and sha256_file(weights) != meta["weights_sha256"]:
         raise DataError("student weights do not match their model.json (sha256 differs)", path=weights,
-                        fix="the files come from different training runs: rerun student_train")
+                        fix="the files come from different training runs: rerun distill")
     if backbone is None:
         spec = dict(meta["backbone"])
         if device is not None:
@@ -70,7 +70,7 @@ def load_weights(model: StudentModel, path: str | Path) -> None:
         state = load_file(str(path))
     except Exception as exc:  # safetensors raises its own error types
         raise DataError(f"cannot read student weights ({exc})", path=path,
-                        fix="the file is truncated or corrupt: rerun student_train") from exc
+                        fix="the file is truncated or corrupt: rerun distill") from exc
     model.load_student_state(state, where=f"weights {path}")
 
 

@@ -60,7 +60,7 @@ class StudentEdgeSource(EdgeSource):
             if not ckpt:
                 raise ConfigError("edge source 'trace_student' needs a trained model",
                                   fix="pass checkpoint: <out>/student/<family>/model.safetensors (train it with "
-                                      "`trace-edges student-train` / snakemake student_train)")
+                                      "`trace-edges distill` / snakemake distill)")
             meta = read_model_json(ckpt)
             for key, given in self._given.items():
                 stored = meta["student"][key]

@@ -65,9 +65,10 @@ class Sample:
 
 
 def load_labels(path: str | Path, size: int) -> torch.Tensor:
-    """A teacher pseudo-label PNG (image resolution) resized nearest to ``size``² -> uint8 [1, 1, size, size]."""
+    """A teacher pseudo-label PNG (made at the training size ``size``²; any other size is resized
+    nearest) -> uint8 [1, 1, size, size]."""
     arr = read_png(path, what="teacher pseudo-label PNG")
-    fix = "rerun the teacher's abdiv_labels stage (labels are uint8 PNGs with values 0, 1, 255)"
+    fix = "rerun the teacher_labels stage (labels are uint8 PNGs with values 0, 1, 255)"
     if arr.ndim != 2 or arr.dtype != np.uint8:
         raise DataError(f"pseudo-labels must be a single-channel uint8 PNG, got {arr.dtype} {arr.shape}",
                         path=path, fix=fix)

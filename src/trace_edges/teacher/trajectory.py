@@ -40,7 +40,7 @@ class TeacherResult:
     steps: list[int]
     grid: tuple[int, int]
     abdiv: np.ndarray                      # float32 [len(steps), H, W], ABDiv at every step
-    kl_curve: dict[int, float]             # τ_k -> D(SA(τ_{k-1}) ‖ SA(τ_k)), k ≥ 1
+    divergence_curve: dict[int, float]     # τ_k -> D(SA(τ_{k-1}) ‖ SA(τ_k)), k ≥ 1
     t_star: int
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -107,7 +107,7 @@ def run_teacher(backbone: Any, rgb: np.ndarray, params: Mapping[str, Any], *,
             del out, captured
     t_star = iep_step(curve, steps)
     log.debug("IEP curve %s -> t* = %d", curve, t_star)
-    return TeacherResult(steps=list(steps), grid=_largest_grid(grids), abdiv=np.stack(maps), kl_curve=curve,
+    return TeacherResult(steps=list(steps), grid=_largest_grid(grids), abdiv=np.stack(maps), divergence_curve=curve,
                          t_star=t_star, info={"blocks": len(grids), "grids": sorted(set(grids))})
 
 
