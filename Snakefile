@@ -24,6 +24,7 @@ validate(config, "src/trace_edges/schemas/config.schema.yaml")
 # The rules run the project's own checked-out package (src/), in whatever Python runs the
 # jobs: the conda env with --sdm conda, otherwise the interpreter running Snakemake.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+from trace_edges.edges import staged_sources  # noqa: E402
 from trace_edges.families import tiny_marker  # noqa: E402
 from trace_edges.provenance import stage_sources  # noqa: E402
 from trace_edges.ablations import expand as expand_ablations  # noqa: E402
@@ -50,7 +51,7 @@ BENCH = f"{R}/benchmarks"
 ENV = "../envs/trace-edges.yaml"  # relative to rules/
 
 EDGE_SOURCES = list(config["edges"]["sources"])
-STAGED_SOURCES = {"trace_teacher", "trace_student"}   # written by their own stages (rules/teacher.smk, student.smk)
+STAGED_SOURCES = staged_sources()   # written by their own stages (rules/teacher.smk, student.smk)
 GRADIENT_SOURCES = [s for s in EDGE_SOURCES if s not in STAGED_SOURCES]
 UIS_SOURCES = ["none"] + EDGE_SOURCES  # 'none' = the base proposals without BGP (baseline row)
 PROPOSALS = config["proposals"]["method"]

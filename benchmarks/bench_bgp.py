@@ -7,9 +7,8 @@ number of masks at each stage, and the peak traced memory of one BGP call (``tra
 which sees every numpy/scipy buffer; measured in a separate pass so it does not slow the timed
 one). Writes ``results/benchmarks/bgp.json``.
 
-Edge maps are computed here with scikit-image (the package's edge sources are not needed):
-``sobel`` = Sobel magnitude of the Gaussian-smoothed (sigma 1) grey image divided by its
-maximum; ``canny`` = binary Canny edges (sigma 2) as 0/1 floats.
+Edge maps come from the package's edge-source registry (``trace_edges.edges.get_edge_source``,
+schema defaults), so ``sobel`` / ``canny`` here are the workflow's own sources.
 
     python benchmarks/bench_bgp.py --strides 4,8,16 --edges sobel,canny
 """
@@ -31,20 +30,13 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from trace_edges.bgp import bgp_stages  # noqa: E402
 from trace_edges.data.images import load_rgb  # noqa: E402
+from trace_edges.edges import get_edge_source  # noqa: E402
 from trace_edges.io import read_json, write_json  # noqa: E402
 from trace_edges.proposals.felzenszwalb import felzenszwalb_proposals  # noqa: E402
 
 
 def edge_map(rgb: np.ndarray, source: str) -> np.ndarray:
-    from skimage import color, feature, filters
-
-    grey = color.rgb2gray(rgb)
-    if source == "sobel":
-        e = filters.sobel(filters.gaussian(grey, sigma=1.0))
-        return e / e.max() if e.max() > 0 else e
-    if source == "canny":
-        return feature.canny(grey, sigma=2.0).astype(np.float64)
-    raise SystemExit(f"unknown edge source {source!r}")
+    return get_edge_source(source).compute(rgb)
 
 
 def main(argv: list[str] | None = None) -> int:

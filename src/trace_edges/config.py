@@ -112,7 +112,8 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
         path = Path(path)
         if not path.is_file():
             raise ConfigError("config file not found", path=path,
-                              fix="pass --config config.yaml (the embedded default) or a preset from presets/")
+                              fix="pass --config config.yaml (the embedded default) or a preset beside it "
+                                  "(config.paper.yaml, config.promerge.yaml)")
         try:
             raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:

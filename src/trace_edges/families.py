@@ -1,20 +1,65 @@
-"""Backbone family names, importable without torch (the Snakefile reads them at parse time).
+"""The backbone families: THE registry (torch-free; the Snakefile reads it at parse time).
 
-* :data:`DIFFUSION_FAMILIES`: the five diffusion / flow backbones of the paper (Table 5);
-* :data:`ENCODER_FAMILIES`: non-diffusion image encoders, the paper's controls (ABDiv on their
-  self-attention at ``t = 0``, no trajectory, no IEP, no student).
+One :class:`Family` record per family says everything else is derived from:
+
+* ``kind``: ``"diffusion"`` (the five diffusion / flow backbones of the paper, Table 5) or
+  ``"encoder"`` (non-diffusion image encoders, the paper's controls: ABDiv on their
+  self-attention at ``t = 0``, no trajectory, no IEP, no student);
+* ``adapter``: the :class:`~trace_edges.backbones.base.Backbone` subclass, ``"module:Class"``
+  (imported lazily by :func:`trace_edges.backbones.backbone_class`);
+* ``tiny_builder``: ``"module:function"`` making the tiny random model
+  (``function(workdir) -> pipeline or model``, saved by :func:`trace_edges.backbones.tiny.build_tiny`);
+* ``tiny_marker``: the file a finished tiny build always has (what rules declare as its output):
+  ``model_index.json`` for a diffusers pipeline, ``config.json`` for a transformers encoder.
+
+The config schema's ``teacher.backbone.family`` enum must list the same names
+(``tests/test_registry.py`` checks it); the ``build-tiny --family`` choices come from here.
 """
 
 from __future__ import annotations
 
-DIFFUSION_FAMILIES: tuple[str, ...] = ("sd15", "sdxl", "sd3", "pixart", "flux")
-ENCODER_FAMILIES: tuple[str, ...] = ("dinov2",)
+from dataclasses import dataclass
+from typing import Literal
+
+from trace_edges.errors import ConfigError
+
+__all__ = ["DIFFUSION_FAMILIES", "ENCODER_FAMILIES", "FAMILIES", "Family", "family", "tiny_marker"]
+
+_TINY = "trace_edges.backbones.tiny"
 
 
-def tiny_marker(family: str) -> str:
-    """The file a finished tiny build always has (what rules declare as its output):
-    ``model_index.json`` for a diffusers pipeline, ``config.json`` for a transformers encoder."""
-    return "config.json" if family in ENCODER_FAMILIES else "model_index.json"
+@dataclass(frozen=True)
+class Family:
+    name: str
+    kind: Literal["diffusion", "encoder"]
+    adapter: str
+    tiny_builder: str
+    tiny_marker: str
 
 
-__all__ = ["DIFFUSION_FAMILIES", "ENCODER_FAMILIES", "tiny_marker"]
+#: family name -> its record, in the paper's order (diffusion families first).
+FAMILIES: dict[str, Family] = {f.name: f for f in (
+    Family("sd15", "diffusion", "trace_edges.backbones.sd15:SD15Backbone", f"{_TINY}:make_sd15", "model_index.json"),
+    Family("sdxl", "diffusion", "trace_edges.backbones.sdxl:SDXLBackbone", f"{_TINY}:make_sdxl", "model_index.json"),
+    Family("sd3", "diffusion", "trace_edges.backbones.sd3:SD3Backbone", f"{_TINY}:make_sd3", "model_index.json"),
+    Family("pixart", "diffusion", "trace_edges.backbones.pixart:PixArtBackbone", f"{_TINY}:make_pixart",
+           "model_index.json"),
+    Family("flux", "diffusion", "trace_edges.backbones.flux:FluxBackbone", f"{_TINY}:make_flux", "model_index.json"),
+    Family("dinov2", "encoder", "trace_edges.backbones.dinov2:Dinov2Backbone", f"{_TINY}:make_dinov2", "config.json"),
+)}
+
+DIFFUSION_FAMILIES: tuple[str, ...] = tuple(n for n, f in FAMILIES.items() if f.kind == "diffusion")
+ENCODER_FAMILIES: tuple[str, ...] = tuple(n for n, f in FAMILIES.items() if f.kind == "encoder")
+
+
+def family(name: str) -> Family:
+    """The record of family ``name``; :class:`~trace_edges.errors.ConfigError` for an unknown one."""
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise ConfigError(f"unknown backbone family {name!r}", fix=f"use one of {list(FAMILIES)}") from None
+
+
+def tiny_marker(name: str) -> str:
+    """The file a finished tiny build of family ``name`` always has."""
+    return family(name).tiny_marker

@@ -25,7 +25,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from trace_edges.families import DIFFUSION_FAMILIES, ENCODER_FAMILIES
+from trace_edges.families import DIFFUSION_FAMILIES, ENCODER_FAMILIES, family as family_record
+from trace_edges.registry import resolve
 
 #: default square input size (pixels) for the tiny models: 16x16 DiT token grids.
 TINY_RESOLUTION = 256
@@ -173,7 +174,8 @@ def _scheduler(family: str):
 
 
 # ---------------------------------------------------------------------------- families
-def _build_sd15(tmp: Path):
+# One ``make_<family>(workdir)`` per family, named by its record in trace_edges.families.
+def make_sd15(tmp: Path):
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 
     tok = _clip_tokenizer(tmp / "clip")
@@ -191,7 +193,7 @@ def _build_sd15(tmp: Path):
                                    image_encoder=None, requires_safety_checker=False)
 
 
-def _build_sdxl(tmp: Path):
+def make_sdxl(tmp: Path):
     from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
 
     tok = _clip_tokenizer(tmp / "clip")
@@ -214,7 +216,7 @@ def _build_sdxl(tmp: Path):
                                      force_zeros_for_empty_prompt=True, add_watermarker=False)
 
 
-def _build_sd3(tmp: Path):
+def make_sd3(tmp: Path):
     from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline
 
     tok, tok2, tok3 = _clip_tokenizer(tmp / "clip"), _clip_tokenizer(tmp / "clip2"), _t5_tokenizer()
@@ -232,7 +234,7 @@ def _build_sd3(tmp: Path):
                                     text_encoder_3=te3, tokenizer_3=tok3)
 
 
-def _build_pixart(tmp: Path):
+def make_pixart(tmp: Path):
     from diffusers import PixArtAlphaPipeline, PixArtTransformer2DModel
 
     tok = _t5_tokenizer()
@@ -249,7 +251,7 @@ def _build_pixart(tmp: Path):
                                scheduler=_scheduler("pixart"))
 
 
-def _build_flux(tmp: Path):
+def make_flux(tmp: Path):
     from diffusers import FluxPipeline, FluxTransformer2DModel
 
     tok, tok2 = _clip_tokenizer(tmp / "clip"), _t5_tokenizer()
@@ -265,7 +267,7 @@ def _build_flux(tmp: Path):
                         text_encoder_2=te2, tokenizer_2=tok2, transformer=transformer)
 
 
-def _build_dinov2(tmp: Path):
+def make_dinov2(tmp: Path):
     """DINOv2-G's layout (patch 14, SwiGLU MLP, layer scale) at toy widths: a 224 px input gives
     the same 16x16 token grid as the tiny DiTs at 256 px."""
     from transformers import Dinov2Config, Dinov2Model
@@ -276,10 +278,10 @@ def _build_dinov2(tmp: Path):
     return Dinov2Model(cfg).eval()
 
 
-_BUILDERS: dict[str, Callable[[Path], Any]] = {
-    "sd15": _build_sd15, "sdxl": _build_sdxl, "sd3": _build_sd3, "pixart": _build_pixart, "flux": _build_flux,
-    "dinov2": _build_dinov2,
-}
+def tiny_builder(family: str) -> Callable[[Path], Any]:
+    """The function making the tiny ``family`` model (``make_<family>(workdir)``, unsaved), from
+    the family's record in :data:`trace_edges.families.FAMILIES`; resolving it builds nothing."""
+    return resolve(family_record(family).tiny_builder)
 
 
 def build_tiny(family: str, out_dir: str | Path, *, seed: int = 0) -> Path:
@@ -288,13 +290,9 @@ def build_tiny(family: str, out_dir: str | Path, *, seed: int = 0) -> Path:
     The directory is replaced atomically (built in a sibling temp dir, then renamed).
     Returns ``out_dir``.
     """
-    if family not in _BUILDERS:
-        from trace_edges.errors import ConfigError
-
-        raise ConfigError(f"unknown tiny family {family!r}", fix=f"use one of {list(_BUILDERS)}")
     from trace_edges.hub import build_atomically
 
-    return build_atomically(_BUILDERS[family], out_dir, seed=seed)
+    return build_atomically(tiny_builder(family), out_dir, seed=seed)
 
 
 def build_all(out_root: str | Path, *, seed: int = 0,

@@ -6,12 +6,13 @@ import argparse
 
 from trace_edges.cli import add_common
 from trace_edges.commands import stage_params
+from trace_edges.edges import available_sources
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("edges", help="edge maps in [0,1] (16-bit PNG + manifest) for one source")
     add_common(p)
-    p.add_argument("--source", required=True, help="edge source name (sobel, canny, ...)")
+    p.add_argument("--source", required=True, choices=available_sources(), help="edge source name")
     p.add_argument("--manifest", required=True, help="data manifest (results/<preset>/data/manifest.json)")
     p.add_argument("--out-dir", required=True, help="e.g. results/<preset>/edges/<source>")
     p.set_defaults(func=run)

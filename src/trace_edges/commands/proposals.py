@@ -7,10 +7,12 @@ import argparse
 
 from trace_edges.cli import add_common
 from trace_edges.commands import stage_params
+from trace_edges.proposals import PROPOSERS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("proposals", help="base UIS proposals (felzenszwalb | maskcut | external COCO results JSON)")
+    p = sub.add_parser("proposals", help=f"base UIS proposals as a COCO results JSON (proposals.method: "
+                                         f"{' | '.join(PROPOSERS)})")
     add_common(p)
     p.add_argument("--manifest", required=True)
     p.add_argument("--out", required=True, help="COCO results JSON, e.g. results/<preset>/proposals/<method>/proposals.json")

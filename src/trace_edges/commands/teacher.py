@@ -9,6 +9,7 @@ from pathlib import Path
 from trace_edges.cli import add_common
 from trace_edges.commands import stage_params
 from trace_edges.errors import ConfigError
+from trace_edges.families import FAMILIES
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +17,7 @@ log = logging.getLogger(__name__)
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build-tiny", help="build a tiny random model of a backbone family (diffusers layout; "
                                           "dinov2: transformers layout)")
-    p.add_argument("--family", required=True, nargs="+", choices=["sd15", "sdxl", "sd3", "pixart", "flux", "dinov2"],
+    p.add_argument("--family", required=True, nargs="+", choices=list(FAMILIES),
                    help="one or more families (several: with --out-root)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", help="the model directory (one family)")

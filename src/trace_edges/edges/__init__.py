@@ -2,38 +2,61 @@
 
 ``get_edge_source(name, params).compute(rgb) -> float32[H, W] in [0, 1]``. Sources are registered
 by name; a registration may be a class or a lazy ``"module:Class"`` string, so listing the
-sources never imports heavy dependencies (torch, diffusers) of sources that are not used.
+sources never imports heavy dependencies (torch, diffusers) of sources that are not used (the
+Snakefile reads :func:`staged_sources` at parse time). A source is *staged* when its maps are
+written by its own workflow stage (the teacher's ``abdiv_labels``, the student's
+``student_edges``), not by the generic ``edges`` rule. The config schema's ``edges.sources``
+enum must list the built-in names (``tests/test_registry.py`` checks it).
 Downstream code reads stored maps only through :mod:`trace_edges.edges.store`.
 """
 
 from __future__ import annotations
 
-import importlib
+import dataclasses
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from trace_edges.edges.base import EdgeSource
 from trace_edges.errors import ConfigError
+from trace_edges.registry import resolve
 
-__all__ = ["EdgeSource", "available_sources", "get_edge_source", "register_source"]
+__all__ = ["EdgeSource", "SourceEntry", "available_sources", "get_edge_source", "register_source",
+           "staged_sources"]
 
-_REGISTRY: dict[str, type[EdgeSource] | str] = {
-    "sobel": "trace_edges.edges.gradient:SobelSource",
-    "canny": "trace_edges.edges.gradient:CannySource",
-    "trace_teacher": "trace_edges.teacher.source:TeacherEdgeSource",
-    "trace_student": "trace_edges.student.source:StudentEdgeSource",
+
+@dataclass(frozen=True)
+class SourceEntry:
+    #: the :class:`EdgeSource` subclass, or its lazy ``"package.module:ClassName"`` path
+    target: type[EdgeSource] | str
+    #: written by its own workflow stage (not by the generic ``edges`` rule)
+    staged: bool = False
+
+
+_REGISTRY: dict[str, SourceEntry] = {
+    "sobel": SourceEntry("trace_edges.edges.gradient:SobelSource"),
+    "canny": SourceEntry("trace_edges.edges.gradient:CannySource"),
+    "trace_teacher": SourceEntry("trace_edges.teacher.source:TeacherEdgeSource", staged=True),
+    "trace_student": SourceEntry("trace_edges.student.source:StudentEdgeSource", staged=True),
 }
 
 
-def register_source(name: str, cls: type[EdgeSource] | str, *, replace: bool = False) -> None:
+def register_source(name: str, cls: type[EdgeSource] | str, *, staged: bool = False,
+                    replace: bool = False) -> None:
     """Register an edge source class (or a lazy ``"package.module:ClassName"`` path) under ``name``."""
-    if not replace and name in _REGISTRY and _REGISTRY[name] != cls:
+    entry = SourceEntry(cls, staged=staged)
+    if not replace and name in _REGISTRY and _REGISTRY[name] != entry:
         raise ValueError(f"edge source {name!r} is already registered")
-    _REGISTRY[name] = cls
+    _REGISTRY[name] = entry
 
 
 def available_sources() -> list[str]:
     """Names of every registered edge source (sorted)."""
     return sorted(_REGISTRY)
+
+
+def staged_sources() -> set[str]:
+    """Names of the sources written by their own workflow stage (not the generic ``edges`` rule)."""
+    return {name for name, entry in _REGISTRY.items() if entry.staged}
 
 
 def _resolve(name: str) -> type[EdgeSource]:
@@ -42,14 +65,14 @@ def _resolve(name: str) -> type[EdgeSource]:
     except KeyError:
         raise ConfigError(f"unknown edge source {name!r}",
                           fix=f"choose one of {available_sources()}") from None
-    if isinstance(entry, str):
-        module, _, attr = entry.partition(":")
-        entry = getattr(importlib.import_module(module), attr)
-        _REGISTRY[name] = entry
-    if entry.name != name:
-        raise RuntimeError(f"edge source class {entry.__name__} has name {entry.name!r}, "
+    cls = entry.target
+    if isinstance(cls, str):
+        cls = resolve(cls)
+        _REGISTRY[name] = dataclasses.replace(entry, target=cls)
+    if cls.name != name:
+        raise RuntimeError(f"edge source class {cls.__name__} has name {cls.name!r}, "
                            f"registered as {name!r}")
-    return entry
+    return cls
 
 
 def get_edge_source(name: str, params: Mapping[str, Any] | None = None) -> EdgeSource:

@@ -15,11 +15,12 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from trace_edges.errors import DataError
-from trace_edges.io import read_json
+from trace_edges.errors import ConfigError, DataError
+from trace_edges.io import read_json, sha256_file
 from trace_edges.masks import ann_to_mask, encode_rle
+from trace_edges.proposals import ProposalPlan
 
-__all__ = ["load_external"]
+__all__ = ["load_external", "stage_plan"]
 
 _FIX = ("expected a COCO results list: [{'image_id': int, 'segmentation': RLE or polygons, "
         "'score': float}, ...]; regenerate the file or fix proposals.external.path")
@@ -114,3 +115,23 @@ def load_external(path: str | Path, image_ids: Iterable[int], *, min_score: floa
         order = np.argsort(-scores, kind="stable")
         out[i] = [out[i][k] for k in order]
     return out
+
+
+def stage_plan(block: Mapping[str, Any], images) -> ProposalPlan:
+    """The proposals stage's plan (:func:`trace_edges.proposals.stage_plan`): the file read once
+    for the whole image list; an image's cache key adds the file's bytes."""
+
+    block = dict(block)
+    if not block.get("path"):
+        raise ConfigError("proposals.method is 'external' but proposals.external.path is not set",
+                          fix="point proposals.external.path at a COCO results JSON (MaskCut, ProMerge, CutLER, ...)")
+    sizes = {rec["id"]: (rec["height"], rec["width"]) for rec in images}
+    loaded = load_external(block["path"], list(sizes), sizes=sizes, min_score=block["min_score"])
+    ext_sha = sha256_file(block["path"])
+
+    def propose(rec):
+        pairs = loaded.get(rec["id"], [])
+        return [m for m, _ in pairs], [s for _, s in pairs]
+
+    return ProposalPlan(params=block, propose=propose, key_parts=lambda rec: [rec["sha256"], ext_sha],
+                        inputs=[block["path"]])

@@ -20,7 +20,9 @@ from scipy import ndimage
 from skimage.color import rgb2lab
 from skimage.segmentation import felzenszwalb
 
-__all__ = ["felzenszwalb_proposals", "felzenszwalb_params", "ring_contrast", "SCORE_HALF_CONTRAST"]
+from trace_edges.proposals import ProposalPlan
+
+__all__ = ["felzenszwalb_proposals", "felzenszwalb_params", "ring_contrast", "stage_plan", "SCORE_HALF_CONTRAST"]
 
 #: Delta E at which the score is 0.5 (about the contrast of a clearly visible object boundary).
 SCORE_HALF_CONTRAST = 20.0
@@ -102,3 +104,13 @@ def felzenszwalb_proposals(rgb: np.ndarray, params: Mapping[str, Any] | None = N
             scores.append(max(d / (d + SCORE_HALF_CONTRAST), SCORE_FLOOR))
     order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")[: int(p["max_per_image"])]
     return [masks[i] for i in order], np.asarray(scores, dtype=np.float64)[order]
+
+
+def stage_plan(block: Mapping[str, Any], images) -> ProposalPlan:
+    """The proposals stage's plan (:func:`trace_edges.proposals.stage_plan`): per image, keyed by
+    the image's bytes."""
+    from trace_edges.data.images import load_rgb
+
+    block = dict(block)
+    return ProposalPlan(params=block, propose=lambda rec: felzenszwalb_proposals(load_rgb(rec["file"]), block),
+                        key_parts=lambda rec: rec["sha256"])

@@ -15,16 +15,19 @@ from __future__ import annotations
 import copy
 import json
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from trace_edges.proposals import ProposalPlan
 from trace_edges.proposals.ncut import CutMask, maskcut_patches
 from trace_edges.proposals.vit import key_features, load_vit, prepare_image, resolve_device, vit_info
 
-__all__ = ["maskcut_params", "maskcut_proposals", "maskcut_model", "upsample_mask", "mask_score", "SCORE_FLOOR"]
+__all__ = ["maskcut_params", "maskcut_proposals", "maskcut_model", "upsample_mask", "mask_score", "stage_plan",
+           "SCORE_FLOOR"]
 
 #: lower bound of the score, so that it lies in (0, 1]
 SCORE_FLOOR = 1e-6
@@ -103,3 +106,26 @@ def maskcut_proposals(rgb: np.ndarray, params: Mapping[str, Any] | None = None
             scores.append(mask_score(cut))
     order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
     return [masks[i] for i in order], np.asarray(scores, dtype=np.float64)[order]
+
+
+def stage_plan(block: Mapping[str, Any], images) -> ProposalPlan:
+    """The proposals stage's plan (:func:`trace_edges.proposals.stage_plan`): the block with the
+    schema defaults, the ViT loaded once (patch size / resolution checked); an image's cache key
+    adds the weights' bytes (local tiny model) or the resolved hub commit."""
+    from trace_edges.data.images import load_rgb
+    from trace_edges.io import sha256_file
+
+    block = maskcut_params(block)
+    model = model_info(block)
+    weights = _model_files(block["model"])
+    model_key = [sha256_file(f) for f in weights] or [model["commit"]]
+    return ProposalPlan(params=block, propose=lambda rec: maskcut_proposals(load_rgb(rec["file"]), block),
+                        key_parts=lambda rec: [rec["sha256"], *model_key], inputs=list(weights), model=model)
+
+
+def _model_files(model: str) -> list[Path]:
+    """The config and weight files of a local model directory (sorted); [] for a hub id."""
+    root = Path(model)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors", ".bin"))

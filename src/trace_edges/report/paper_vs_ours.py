@@ -21,6 +21,7 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from trace_edges.io import read_json, write_text
+from trace_edges.proposals import PROPOSERS
 
 NUMBERS = Path(__file__).with_name("paper_numbers.yaml")
 
@@ -30,7 +31,7 @@ NEEDS = "needs the paper preset"
 MISSING = "not reproducible here"
 
 PAPER_COMMAND = "snakemake --cores all --configfile config.paper.yaml"
-BUILTIN_PROPOSALS = ("felzenszwalb", "maskcut", "external")
+BUILTIN_PROPOSALS = tuple(PROPOSERS)
 #: datasets a run can stand for: what our data.dataset is measured on
 RUN_DATASET = {"coco2017_val": "coco2017_val", "coco_mini": "coco2017_val"}
 
