@@ -24,7 +24,7 @@
 # (default 1) as a GRES without device files, so a job's `--gpus=1` (what the profile sends for
 # rules with resources gpu=1) is scheduled exactly as on a GPU node, one job per fake GPU; the job
 # itself computes on the CPU (the embedded teacher runs with device: auto). Set
-# TRACE_EDGES_SLURM_GPUS=0 for a CPU-only node; GPU jobs then need `--set-resources invert:gpu=0`.
+# TRACE_EDGES_SLURM_GPUS=0 for a CPU-only node; GPU jobs then need `--set-resources trajectory:gpu=0`.
 set -euo pipefail
 
 DIR="${TRACE_EDGES_SLURM_DIR:-${TMPDIR:-/tmp}/trace-edges-slurm}"

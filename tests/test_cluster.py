@@ -25,7 +25,7 @@ from workflow_helpers import ROOT, clone_snapshot, make_snapshot, results_digest
 
 PROFILES = ROOT / "profiles"
 SCRIPT = ROOT / "scripts" / "slurm_local_cluster.sh"
-CORE_GPU_RULES = {"invert", "distill", "student_infer"}   # the GPU stages of the default workflow
+CORE_GPU_RULES = {"trajectory", "distill", "student_infer"}   # the GPU stages of the default workflow
 SLURM_BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "srun", "sinfo")
 
 
@@ -94,7 +94,7 @@ def test_profile_parses_and_names_only_existing_rules(name):
         assert all(":" in pv for pv in prof["kubernetes-persistent-volumes"])
     else:
         arrays = {r.strip() for r in str(prof.get("slurm-array-jobs", "")).split(",") if r.strip()}
-        assert arrays <= rules and "invert" in arrays
+        assert arrays <= rules and "trajectory" in arrays
         assert prof["default-resources"]["cpus_per_task"] == "threads"
     for key, value in prof.get("default-resources", {}).items():
         assert value is not None, key
@@ -127,7 +127,7 @@ def _jobs(out: str) -> list[tuple[str, dict[str, str]]]:
 
 # memory and time of the GPU stages in the paper preset (what a real cluster is asked for), from
 # rules/teacher.smk and rules/student.smk (the embedded default asks for less: tiny models)
-PAPER_EXPECT = {"invert": ("8000", "240"), "distill": ("40000", "1440"), "student_infer": ("3000", "120")}
+PAPER_EXPECT = {"trajectory": ("8000", "240"), "distill": ("40000", "1440"), "student_infer": ("3000", "120")}
 
 
 @pytest.mark.parametrize("profile", ["slurm", "kubernetes"])
@@ -161,8 +161,8 @@ def test_dry_run_through_profile_shows_resources(profile, configfile, dry_snapsh
     if profile == "kubernetes":
         prof = yaml.safe_load((dry_snapshot / "profiles/kubernetes/config.yaml").read_text())
         assert prof["default-resources"]["gpu_manufacturer"] == "nvidia"
-    n_invert = sum(r == "invert" for r, _ in jobs)
-    assert n_invert == (100 if configfile else 2)   # teacher.shard_size: 50 of 5000 images / 8 of 16
+    n_traj = sum(r == "trajectory" for r, _ in jobs)
+    assert n_traj == (100 if configfile else 2)   # teacher.shard_size: 50 of 5000 images / 8 of 16
 
 
 # ---------------------------------------------------------------------------------------------

@@ -62,22 +62,22 @@ def _kill_when(proc: subprocess.Popen, ready, timeout: float = 120.0, group: boo
     raise AssertionError("the stage never reached the kill point")
 
 
-def _invert_cmd(cfg, root, out):
-    return [PY, "-m", "trace_edges", "invert", "--params", json.dumps(cfg["teacher"]), "--manifest",
+def _trajectory_cmd(cfg, root, out):
+    return [PY, "-m", "trace_edges", "trajectory", "--params", json.dumps(cfg["teacher"]), "--manifest",
             str(root / "data/manifest.json"), "--shard", "0", "--out-dir", str(out)]
 
 
-def test_kill_during_inversion_then_resume(prepared):
+def test_kill_during_trajectory_then_resume(prepared):
     root, cfg = prepared
-    ref, out = root / "invert_ref", root / "invert_killed"
-    subprocess.run(_invert_cmd(cfg, root, ref), env=_env(), check=True, capture_output=True)
-    proc = subprocess.Popen(_invert_cmd(cfg, root, out), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    ref, out = root / "trajectory_ref", root / "trajectory_killed"
+    subprocess.run(_trajectory_cmd(cfg, root, ref), env=_env(), check=True, capture_output=True)
+    proc = subprocess.Popen(_trajectory_cmd(cfg, root, out), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     killed = _kill_when(proc, lambda: len(list((out / ".done").glob("*.key"))) >= 2 if (out / ".done").is_dir() else False)
     assert killed, "the job finished before it could be killed"
     assert not (out / "shard_0.json").exists()                       # no declared output after a kill
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]  # no half-written file
     done_before = len(list((out / ".done").glob("*.key")))
-    res = subprocess.run(_invert_cmd(cfg, root, out), env=_env(), capture_output=True, text=True, check=True)
+    res = subprocess.run(_trajectory_cmd(cfg, root, out), env=_env(), capture_output=True, text=True, check=True)
     assert f"{4 - done_before} computed, {done_before} reused" in res.stderr
     assert _files(out) == _files(ref)                                  # bit-identical to uninterrupted
 

@@ -48,8 +48,8 @@ def test_outputs_exist_and_are_sane(workdir):
         assert (workdir / R / "figures" / fig).stat().st_size > 10_000
     # every stage left its log and benchmark
     for rule in ("prepare", "edges/sobel", "proposals/felzenszwalb", "bgp/felzenszwalb/canny", "wps/none",
-                 "score/uis_none", "score/wps_sobel", "score/edges_canny", "tables", "teacher/invert_0",
-                 "teacher/invert_1", "teacher/iep", "teacher/abdiv_labels", "teacher/build_tiny_models",
+                 "score/uis_none", "score/wps_sobel", "score/edges_canny", "tables", "teacher/trajectory_0",
+                 "teacher/trajectory_1", "teacher/iep", "teacher/labels", "teacher/build_tiny_models",
                  "student/distill", "student/infer"):
         assert (workdir / R / "logs" / f"{rule}.log").exists(), rule
         assert (workdir / R / "benchmarks" / f"{rule}.tsv").exists(), rule
@@ -89,7 +89,7 @@ def test_editing_one_stage_reruns_only_its_jobs(workdir, tmp_path):
     out = res.stdout + res.stderr
     assert "bgp" in out and "score_uis" in out and "tables" in out
     for untouched in ("rule prepare", "rule edges", "rule proposals", "rule wps", "rule score_edges",
-                      "rule invert", "rule iep"):
+                      "rule trajectory", "rule iep"):
         assert untouched not in out, untouched
 
 
@@ -109,20 +109,24 @@ def test_each_ablation_cell_has_its_artifacts_and_one_edit_reruns_only_its_cell(
         metrics = json.loads((ab / "metrics/uis" / f"{c.variant}.json").read_text())
         assert metrics["num_images"] == cfg["ablations"]["max_images"] and metrics["edge_source"] == c.variant
         if c.edges == "teacher":
-            assert (ab / "teacher" / c.variant / "iep.json").is_file()
+            assert (ab / "teacher" / c.variant / "trajectory/shard_0.json").is_file()
             assert json.loads((ab / "edges" / c.variant / "manifest.json").read_text())["source"] == "trace_teacher"
     # the non-diffusion control (Table 5's DINOv2 row): ABDiv at t = 0, no IEP curve
     dino = [c for c in exp.cells if c.variant.startswith("t_dinov2_")]
     assert [c.cell for c in dino] == ["dinov2"]
-    iep = json.loads((ab / "teacher" / dino[0].variant / "iep.json").read_text())
-    assert len(iep["images"]) == cfg["ablations"]["max_images"]
-    assert all(v["t_star"] == 0 and v["divergence_curve"] == {} for v in iep["images"].values())
+    traj = ab / "teacher" / dino[0].variant / "trajectory"
+    shard = json.loads((traj / "shard_0.json").read_text())
+    assert len(shard["images"]) == cfg["ablations"]["max_images"]
+    for iid in shard["images"]:
+        rec = json.loads((traj / f"{iid}.json").read_text())
+        assert rec["t_star"] == 0 and rec["divergence_curve"] == {} and rec["steps"] == [0]
     over = tmp_path / "one_cell.yaml"
     over.write_text("ablations:\n  grids:\n    divergence:\n      cells:\n"
                     "        jsd: {edges: teacher, teacher: {divergence: jsd, neighbourhood: 8}}\n")
     out = "\n".join(snakemake(["-n", "--cores", "2", "--configfile", str(over)], workdir).stdout.splitlines())
-    assert out.count("rule ab_teacher:") == 1 and out.count("rule ab_bgp:") == 1
-    for untouched in ("rule invert:", "rule distill:", "rule ab_distill:", "rule bgp:", "rule ab_prepare:"):
+    assert out.count("rule ab_trajectory:") == 1 and out.count("rule ab_teacher_labels:") == 1
+    assert out.count("rule ab_bgp:") == 1
+    for untouched in ("rule trajectory:", "rule distill:", "rule ab_distill:", "rule bgp:", "rule ab_prepare:"):
         assert untouched not in out, untouched                   # everything else is untouched
 
 
@@ -197,13 +201,14 @@ def test_paper_preset_dry_run_lists_every_stage(workdir):
     res = snakemake(["-n", "-p", "--cores", "all", "--configfile", "config.paper.yaml"], workdir)
     out = res.stdout + res.stderr
     for rule in ("download_coco", "prepare", "edges", "proposals", "bgp", "wps", "score_uis", "score_wps",
-                 "score_edges", "tables", "figure_qualitative", "invert", "iep", "abdiv_labels", "distill",
-                 "student_infer", "ab_prepare", "ab_teacher", "ab_distill", "ab_bgp", "ablation_table",
+                 "score_edges", "tables", "figure_qualitative", "trajectory", "iep", "teacher_labels", "distill",
+                 "student_infer", "ab_prepare", "ab_trajectory", "ab_teacher_labels", "ab_distill", "ab_bgp",
+                 "ablation_table",
                  "figure_backbones", "paper_vs_ours"):
         assert f"rule {rule}:" in out, rule
     assert "results/paper/" in out and "data/coco2017" in out
     assert "stabilityai/stable-diffusion-3.5-large" in out        # the real model id in the teacher's params
     assert "build_tiny_model" not in out
-    assert out.count("rule invert:") == 100                        # 5000 images in shards of 50
+    assert out.count("rule trajectory:") == 100                        # 5000 images in shards of 50
     for model in ("black-forest-labs/FLUX.1-dev", "PixArt-alpha/PixArt-XL-2-1024-MS", "facebook/dino-vitb8"):
         assert model in out                                        # the backbone grid and MaskCut at paper scale

@@ -18,12 +18,10 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from trace_edges.config import deep_merge, validate
+from trace_edges.config import deep_merge, result_block, validate
 from trace_edges.errors import ConfigError
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-#: teacher keys that do not change any artifact of a cell (cluster fan-out only)
-_TEACHER_IGNORED = ("shard_size",)
 
 
 @dataclass(frozen=True)
@@ -52,8 +50,9 @@ def digest(obj: Any, n: int = 8) -> str:
 
 
 def teacher_variant(teacher: Mapping[str, Any]) -> str:
-    key = {k: v for k, v in teacher.items() if k not in _TEACHER_IGNORED}
-    return f"t_{teacher['backbone']['family']}_{digest(key)}"
+    """Named by its effective parameters, without the keys that cannot change results
+    (:data:`trace_edges.config.NON_RESULT_KEYS`): the same names the cache keys use."""
+    return f"t_{teacher['backbone']['family']}_{digest(result_block('teacher', teacher))}"
 
 
 def student_variant(student: Mapping[str, Any], base_student: Mapping[str, Any]) -> str:
