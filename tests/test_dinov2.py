@@ -80,7 +80,7 @@ def test_capture_hooks_are_removed_on_exit(bb, rgb):
 def test_teacher_on_an_encoder_is_abdiv_of_the_naive_attention(bb, rgb):
     params = validate({"backbone": tiny_spec("dinov2", tiny_model_dir("dinov2"))}, block="teacher")
     res = run_teacher(bb, rgb, params)
-    assert res.steps == [0] and res.kl_curve == {} and res.t_star == 0
+    assert res.steps == [0] and res.divergence_curve == {} and res.t_star == 0
     assert res.abdiv.shape == (1, 16, 16) and res.grid == (16, 16)
     # naive reference: the model's own maps, patch block renormalised, mean over heads and layers
     _, own = _own_attentions(bb, bb.encode(rgb))

@@ -33,8 +33,8 @@ def test_full_teacher_runs_on_every_family(family, rgb):
     res = run_teacher(tiny_backbone(family), rgb, PARAMS)
     assert res.steps == [0] + [k * 100 - 1 for k in range(1, 11)]
     assert res.abdiv.shape == (11, *res.grid) and np.isfinite(res.abdiv).all() and (res.abdiv >= -1e-5).all()
-    assert set(res.kl_curve) == set(res.steps[1:]) and all(v >= -1e-6 for v in res.kl_curve.values())
-    assert res.t_star == max(res.kl_curve, key=res.kl_curve.get)
+    assert set(res.divergence_curve) == set(res.steps[1:]) and all(v >= -1e-6 for v in res.divergence_curve.values())
+    assert res.t_star == max(res.divergence_curve, key=res.divergence_curve.get)
     assert res.edge.std() > 0  # a non-constant edge map
 
 
@@ -53,7 +53,7 @@ def test_options_change_the_trajectory_or_the_quantity(trajectory, mode, rgb):
 def test_teacher_is_deterministic(rgb):
     bb = tiny_backbone("sd3")
     a, b = run_teacher(bb, rgb, PARAMS), run_teacher(bb, rgb, PARAMS)
-    assert np.array_equal(a.abdiv, b.abdiv) and a.kl_curve == b.kl_curve
+    assert np.array_equal(a.abdiv, b.abdiv) and a.divergence_curve == b.divergence_curve
 
 
 def test_stages_equal_the_edge_source(tmp_path, coco_mini):

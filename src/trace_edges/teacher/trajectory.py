@@ -40,9 +40,15 @@ class TeacherResult:
     steps: list[int]
     grid: tuple[int, int]
     abdiv: np.ndarray                      # float32 [len(steps), H, W], ABDiv at every step
-    kl_curve: dict[int, float]             # τ_k -> D(SA(τ_{k-1}) ‖ SA(τ_k)), k ≥ 1
+    divergence_curve: dict[int, float]     # τ_k -> D(SA(τ_{k-1}) ‖ SA(τ_k)), k ≥ 1 (D: params["divergence"])
     t_star: int
     info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kl_curve(self) -> dict[int, float]:
+        """Deprecated read-only alias of :attr:`divergence_curve` (D is not always KL), kept only
+        until ``stages/teacher.py`` reads ``divergence_curve``; remove it then."""
+        return self.divergence_curve
 
     def abdiv_at(self, t: int) -> np.ndarray:
         return self.abdiv[self.steps.index(int(t))]
@@ -107,7 +113,7 @@ def run_teacher(backbone: Any, rgb: np.ndarray, params: Mapping[str, Any], *,
             del out, captured
     t_star = iep_step(curve, steps)
     log.debug("IEP curve %s -> t* = %d", curve, t_star)
-    return TeacherResult(steps=list(steps), grid=_largest_grid(grids), abdiv=np.stack(maps), kl_curve=curve,
+    return TeacherResult(steps=list(steps), grid=_largest_grid(grids), abdiv=np.stack(maps), divergence_curve=curve,
                          t_star=t_star, info={"blocks": len(grids), "grids": sorted(set(grids))})
 
 
