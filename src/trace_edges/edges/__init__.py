@@ -4,8 +4,8 @@
 by name; a registration may be a class or a lazy ``"module:Class"`` string, so listing the
 sources never imports heavy dependencies (torch, diffusers) of sources that are not used (the
 Snakefile reads :func:`staged_sources` at parse time). A source is *staged* when its maps are
-written by its own workflow stage (the teacher's ``abdiv_labels``, the student's
-``student_edges``), not by the generic ``edges`` rule. The config schema's ``edges.sources``
+written by its own workflow stage (the teacher's ``teacher_labels``, the student's
+``student_infer``), not by the generic ``edges`` rule. The config schema's ``edges.sources``
 enum must list the built-in names (``tests/test_registry.py`` checks it).
 Downstream code reads stored maps only through :mod:`trace_edges.edges.store`.
 """

@@ -1,6 +1,7 @@
-"""Paper Fig. 4 analogue: the student's edges over training, beside the teacher's.
+"""The student's figures: its training curve (``student/<family>/training_curve.png``, drawn by the
+student stage) and the paper Fig. 4 analogue, the student's edges over training beside the teacher's.
 
-One row per image: image | GT instance edges | teacher (ABDiv at t*) | student at each training
+Fig. 4: one row per image: image | GT instance edges | teacher (ABDiv at t*) | student at each training
 snapshot (e.g. 0 %, 20 %, 40 %, 100 %). Snapshots are the LoRA + decoder weights saved during
 training (``student/<family>/snapshots/``), loaded into the same model.
 """
@@ -8,7 +9,7 @@ training (``student/<family>/snapshots/``), loaded into the same model.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -60,3 +61,37 @@ def student_strip_figure(manifest_path: str | Path, teacher_edges: str | Path, m
     note = " — tiny random model: machinery check, not the paper's result" if meta.get("backbone", {}).get("tiny") else ""
     fig.suptitle(f"Student edges over training vs the teacher (paper Fig. 4 analogue){note}", fontsize=7)
     style.save(fig, out_png, out_pdf, dpi=dpi)
+
+
+def plot_training_curve(path: str | Path, history: Sequence[Mapping[str, Any]], title: str = "") -> None:
+    """The student's per-epoch losses (left) and validation Dice / F1 (right), one PNG.
+
+    ``history``: the rows of ``metrics.csv`` (``Trainer.run()["history"]``); missing values are skipped.
+    """
+    import matplotlib.pyplot as plt
+
+    style.apply()
+
+    ep = [r["epoch"] for r in history]
+    fig, axes = plt.subplots(1, 2, figsize=(5.0, 1.9))
+
+    def line(ax, key, label, **kw):
+        vals = [np.nan if r.get(key) is None else r[key] for r in history]
+        if not all(np.isnan(vals)):
+            ax.plot(ep, vals, marker="o", ms=2, label=label, **kw)
+
+    line(axes[0], "train_loss", "train L")
+    line(axes[0], "val_loss", "val L")
+    line(axes[0], "train_edge", "train Dice loss", ls="--")
+    line(axes[0], "val_rec", "val L_rec", ls=":")
+    axes[0].set_xlabel("epoch")
+    axes[0].set_ylabel("loss")
+    axes[0].legend(frameon=False)
+    line(axes[1], "val_dice", "val masked Dice")
+    line(axes[1], "val_f1", "val pixel F1@0.5")
+    axes[1].set_xlabel("epoch")
+    axes[1].set_ylim(0, 1)
+    axes[1].legend(frameon=False)
+    if title:
+        fig.suptitle(title)
+    style.save(fig, path)

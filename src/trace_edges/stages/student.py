@@ -72,6 +72,7 @@ def run_distill(params: Mapping[str, Any], teacher_params: Mapping[str, Any], ma
     """
     from trace_edges.student.model import StudentModel
     from trace_edges.student.train import SampleSet, Trainer, save_weights, split_train_val
+    from trace_edges.report.student_figures import plot_training_curve
     from trace_edges.backbones.loader import load_configured_backbone
 
     manifest = load_manifest(manifest_path)
@@ -91,6 +92,7 @@ def run_distill(params: Mapping[str, Any], teacher_params: Mapping[str, Any], ma
     trainer = Trainer(model, params, SampleSet(model, [by_id[i] for i in train_ids]),
                       SampleSet(model, [by_id[i] for i in val_ids]), out_dir, seed=seed, key=key)
     result = trainer.run(callback)
+    plot_training_curve(out_dir / "training_curve.png", result["history"])
 
     weights = out_dir / "model.safetensors"
     save_weights(weights, model.student_state(), {"format": MODEL_FORMAT})

@@ -217,37 +217,6 @@ def write_metrics_csv(path: str | Path, history: Sequence[Mapping[str, Any]]) ->
     write_text(path, buf.getvalue())
 
 
-def plot_training_curve(path: str | Path, history: Sequence[Mapping[str, Any]], title: str = "") -> None:
-    from trace_edges.report import style
-
-    style.apply()
-    import matplotlib.pyplot as plt
-
-    ep = [r["epoch"] for r in history]
-    fig, axes = plt.subplots(1, 2, figsize=(5.0, 1.9))
-
-    def line(ax, key, label, **kw):
-        vals = [np.nan if r.get(key) is None else r[key] for r in history]
-        if not all(np.isnan(vals)):
-            ax.plot(ep, vals, marker="o", ms=2, label=label, **kw)
-
-    line(axes[0], "train_loss", "train L")
-    line(axes[0], "val_loss", "val L")
-    line(axes[0], "train_edge", "train Dice loss", ls="--")
-    line(axes[0], "val_rec", "val L_rec", ls=":")
-    axes[0].set_xlabel("epoch")
-    axes[0].set_ylabel("loss")
-    axes[0].legend(frameon=False)
-    line(axes[1], "val_dice", "val masked Dice")
-    line(axes[1], "val_f1", "val pixel F1@0.5")
-    axes[1].set_xlabel("epoch")
-    axes[1].set_ylim(0, 1)
-    axes[1].legend(frameon=False)
-    if title:
-        fig.suptitle(title)
-    style.save(fig, path)
-
-
 # ---------------------------------------------------------------------------------------------
 # the loop
 # ---------------------------------------------------------------------------------------------
@@ -260,7 +229,10 @@ class Trainer:
 
         checkpoints/last.safetensors (+ last.json)   resumable state
         snapshots/step_<s>.safetensors, index.json   LoRA + decoder at the ``snapshots`` fractions
-        metrics.csv, training_curve.png              per-epoch train / validation metrics
+        metrics.csv                                  per-epoch train / validation metrics
+
+    Computation only: the training-curve figure is drawn by the stage
+    (:func:`trace_edges.report.student_figures.plot_training_curve`, from ``run()``'s ``history``).
     """
 
     def __init__(self, model: StudentModel, params: Mapping[str, Any], train: Sequence[Sample],
@@ -453,7 +425,6 @@ class Trainer:
             bar.close()
         write_metrics_csv(self.out_dir / "metrics.csv", self.history)
         write_json(self.snap_dir / "index.json", {"total_steps": self.total, "snapshots": self.snapshot_index()})
-        plot_training_curve(self.out_dir / "training_curve.png", self.history)
         log.info("student: %d steps in %.1f s (this run%s)", self.total, time.perf_counter() - t0,
                  "" if self.resumed_from is None else f", resumed at step {self.resumed_from}")
         return {"steps": self.step, "steps_per_epoch": self.spe, "history": self.history,
@@ -465,5 +436,5 @@ def _fmt(v: Any) -> str:
 
 
 __all__ = ["CACHE_BYTES", "CHECKPOINT_FORMAT", "METRIC_COLUMNS", "Sample", "SampleSet", "Trainer", "epoch_order", "evaluate", "load_labels",
-           "make_sample", "plot_training_curve", "snapshot_steps", "split_train_val", "step_seed",
+           "make_sample", "snapshot_steps", "split_train_val", "step_seed",
            "write_metrics_csv"]

@@ -1,6 +1,6 @@
 """The TRACE teacher as an edge source (``trace_teacher``): ABDiv at the IEP, at image resolution.
 
-The workflow computes the same maps in sharded stages (invert -> iep -> abdiv_labels, see
+The workflow computes the same maps in sharded stages (trajectory -> teacher_labels, see
 ``trace_edges.stages.teacher``); this class is the one-call form of the same computation, for
 ``trace-edges edges --source trace_teacher`` and for tests (both paths agree, tested).
 """

@@ -40,7 +40,7 @@ class TeacherResult:
     steps: list[int]
     grid: tuple[int, int]
     abdiv: np.ndarray                      # float32 [len(steps), H, W], ABDiv at every step
-    divergence_curve: dict[int, float]     # τ_k -> D(SA(τ_{k-1}) ‖ SA(τ_k)), k ≥ 1
+    divergence_curve: dict[int, float]     # τ_k -> D(SA(τ_{k-1}) ‖ SA(τ_k)), k ≥ 1 (D: params["divergence"])
     t_star: int
     info: dict[str, Any] = field(default_factory=dict)
 
