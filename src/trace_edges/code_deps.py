@@ -154,12 +154,12 @@ def _import_targets(module: str, stmts: Iterable[ast.stmt]) -> set[str]:
             base = _resolve_from(module, node)
             if base is None:
                 continue
-            if base in known:
+            subs = {f"{base}.{alias.name}" for alias in node.names} & known.keys()
+            found.update(subs)  # ``from trace_edges.x import y`` with y a submodule
+            if base in known and len(subs) < len(node.names):
+                # something of the package itself is bound; when only submodules are, the package
+                # runs only as their parent
                 found.add(base)
-            for alias in node.names:
-                sub = f"{base}.{alias.name}"
-                if sub in known:  # ``from trace_edges.x import y`` with y a submodule
-                    found.add(sub)
     found.discard(module)
     return found
 
