@@ -174,7 +174,7 @@ def check_provenance(root: Path, stage: str, config: Mapping[str, Any]) -> Itera
             elif json.loads(json.dumps(current, default=str)) != value:
                 problems.append(f"{key}: {value!r} -> {current!r}")
         st = rec.get("stage")
-        if st in provenance.STAGE_CODE and rec.get("code_digest") != provenance.code_digest(st):
+        if st in provenance.STAGES and rec.get("code_digest") != provenance.code_digest(st):
             problems.append(f"code of stage {st!r} changed since (digest {str(rec.get('code_digest'))[:10]}…)")
         model = rec.get("model")
         if isinstance(model, Mapping) and model.get("model") is not None and teacher_bb:

@@ -19,7 +19,10 @@ from trace_edges import __version__
 from trace_edges.errors import TraceEdgesError
 from trace_edges.logs import setup_logging
 
-#: subcommand modules under trace_edges.commands, each with ``register(subparsers)``.
+#: subcommand modules under trace_edges.commands, each with ``register(subparsers)``. Imported by
+#: name only (importlib), so this module does not depend on them statically: a stage's code set
+#: (trace_edges.code_deps) holds its own subcommand module, not every one; the command modules
+#: take their shared options from trace_edges.commands, never from this module.
 COMMAND_MODULES = (
     "download",
     "prepare",
@@ -51,17 +54,6 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         importlib.import_module(f"trace_edges.commands.{name}").register(sub)
     return parser
-
-
-def add_common(p: argparse.ArgumentParser, *, threads: bool = True, params: bool = True) -> None:
-    """Options shared by stage subcommands."""
-    if params:
-        p.add_argument("--params", metavar="JSON",
-                       help="the stage's config block as JSON (defaults from the schema fill the rest)")
-        p.add_argument("--config", metavar="YAML",
-                       help="take the stage's block from this config file instead of --params")
-    if threads:
-        p.add_argument("--threads", type=int, default=1, help="CPU threads / worker processes (default 1)")
 
 
 def limit_threads(threads: int) -> None:

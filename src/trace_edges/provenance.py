@@ -15,43 +15,16 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import trace_edges
+from trace_edges import code_deps
 from trace_edges.io import sha256_file, sha256_json
 
 PACKAGE_DIR = Path(trace_edges.__file__).resolve().parent
 
-#: package modules (relative to ``src/trace_edges``) whose code each stage depends on.
-#: One source of truth: the Snakemake rules declare these files as inputs (so editing a
-#: module reruns exactly the stages that use it) and the per-item caches key on their digest.
-_LOOP = ("stages/__init__.py", "stages/_loop.py", "stages/_results.py")  # every stage runner uses them
-STAGE_CODE: dict[str, tuple[str, ...]] = {
-    "prepare": ("data", "io.py", "provenance.py", "errors.py", "config.py"),
-    "download": ("data/download.py", "data/coco_urls.py", "io.py", "errors.py"),
-    "edges": (*_LOOP, "edges", "registry.py", "stages/edges.py", "data/images.py", "data/coco.py", "io.py",
-              "provenance.py", "cache.py"),
-    "proposals": (*_LOOP, "proposals", "registry.py", "hub.py", "stages/proposals.py", "masks.py", "data/images.py",
-                  "data/coco.py", "io.py", "provenance.py", "cache.py"),
-    "bgp": (*_LOOP, "bgp", "stages/bgp.py", "masks.py", "edges/store.py", "data/images.py", "data/coco.py",
-            "io.py", "provenance.py", "cache.py"),
-    "wps": (*_LOOP, "bgp", "stages/wps.py", "masks.py", "panoptic_io.py", "edges/store.py", "data/images.py",
-            "data/coco.py", "io.py", "provenance.py", "cache.py"),
-    "score": (*_LOOP, "metrics", "stages/score.py", "masks.py", "panoptic_io.py", "edges/store.py",
-              "data/images.py", "data/coco.py", "io.py", "provenance.py"),
-    "teacher": (*_LOOP, "teacher", "backbones", "families.py", "registry.py", "hub.py", "stages/teacher.py",
-                "stages/shards.py", "edges/store.py", "edges/base.py", "data/images.py", "data/coco.py", "io.py",
-                "provenance.py", "cache.py", "config.py"),
-    "audit": ("audit.py", "provenance.py", "config.py"),
-    "student": (*_LOOP, "student", "teacher", "backbones", "families.py", "registry.py", "hub.py",
-                "stages/student.py", "edges/store.py", "edges/base.py", "data/images.py", "data/coco.py", "io.py",
-                "provenance.py", "cache.py", "config.py", "report/style.py", "report/student_figures.py"),
-    "build_tiny": ("backbones/tiny.py", "backbones/base.py", "families.py", "registry.py", "hub.py"),
-    "build_tiny_vit": ("proposals/vit.py", "hub.py"),
-    "teacher_figures": ("report/teacher_figures.py", "report/style.py", "teacher", "backbones", "families.py",
-                        "registry.py", "hub.py", "io.py"),
-    "bgp_figure": ("report/bgp_figure.py", "report/figures.py", "report/style.py", "bgp", "stages/_results.py",
-                   "edges/store.py", "data/images.py", "data/coco.py", "masks.py", "io.py", "config.py"),
-    "report": ("report", "proposals/__init__.py", "registry.py", "stages/_results.py", "edges/store.py",
-               "data/images.py", "data/coco.py", "masks.py", "io.py"),
-}
+#: the stages whose code is tracked; each one's code set is derived from its entry modules by
+#: static import analysis (trace_edges.code_deps). One source of truth: the Snakemake rules
+#: declare these files as inputs (so editing a module reruns exactly the stages that use it) and
+#: the per-item caches key on their digest.
+STAGES: tuple[str, ...] = tuple(code_deps.STAGE_ENTRIES)
 
 _TRACKED_PACKAGES = (
     "numpy", "scipy", "scikit-image", "pillow", "opencv-python-headless", "pycocotools",
@@ -60,15 +33,9 @@ _TRACKED_PACKAGES = (
 
 
 def stage_sources(stage: str) -> list[Path]:
-    """Absolute paths of the package source files a stage depends on (sorted)."""
-    files: set[Path] = set()
-    for rel in STAGE_CODE[stage]:
-        p = PACKAGE_DIR / rel
-        if p.is_dir():
-            files.update(q for q in p.rglob("*.py"))
-        elif p.exists():
-            files.add(p)
-    return sorted(files)
+    """Absolute paths of the package files a stage depends on (sorted): the static import closure
+    of its entry modules, plus the package data files those modules read."""
+    return list(code_deps.stage_files(stage))
 
 
 @functools.lru_cache(maxsize=None)

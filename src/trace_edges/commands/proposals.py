@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from trace_edges.cli import add_common
-from trace_edges.commands import stage_params
+from trace_edges.commands import add_common, stage_params
 from trace_edges.proposals import PROPOSERS
 
 

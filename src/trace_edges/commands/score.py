@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from trace_edges.cli import add_common
+from trace_edges.commands import add_common
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -6,8 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from trace_edges.cli import add_common
-from trace_edges.commands import stage_params
+from trace_edges.commands import add_common, stage_params
 from trace_edges.errors import ConfigError
 from trace_edges.families import FAMILIES
 

@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import argparse
 
-from trace_edges.cli import add_common
-from trace_edges.commands import stage_params
+from trace_edges.commands import add_common, stage_params
 
 FIGURES = ("pca", "kl", "neighbours", "all", "backbones")
 PER_RUN = ("pca", "kl", "neighbours")  # report.teacher_figures.FIGURES

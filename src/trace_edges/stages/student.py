@@ -25,10 +25,10 @@ from trace_edges.edges.store import edge_map_filename, save_edge_map, write_mani
 from trace_edges.errors import DataError
 from trace_edges.io import read_json, sha256_file, sha256_json, write_json
 from trace_edges.stages._loop import run_items
+from trace_edges.student.artifact import MODEL_FORMAT, model_json_path
 
 log = logging.getLogger(__name__)
 
-MODEL_FORMAT = "trace-student/1"
 #: the teacher backbone keys that define the student's base model (device / dtype of a run do not)
 BACKBONE_KEYS = ("family", "model", "revision", "resolution", "drop_t5", "guidance", "dtype")
 
@@ -119,10 +119,6 @@ def run_distill(params: Mapping[str, Any], teacher_params: Mapping[str, Any], ma
     }
     write_json(out_dir / "model.json", out)
     return out
-
-
-def model_json_path(weights: str | Path) -> Path:
-    return Path(weights).with_suffix(".json")
 
 
 def run_infer(model_path: str | Path, manifest_path: str | Path, out_dir: str | Path, *,

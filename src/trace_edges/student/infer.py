@@ -16,13 +16,12 @@ import torch
 
 from trace_edges.errors import DataError
 from trace_edges.io import read_json, sha256_file
+from trace_edges.student.artifact import MODEL_FORMAT, model_json_path
 from trace_edges.student.model import StudentModel, edge_probability
 from trace_edges.teacher.trajectory import upsample_to_image
 
 
 def read_model_json(weights: str | Path) -> dict[str, Any]:
-    from trace_edges.stages.student import MODEL_FORMAT, model_json_path
-
     weights = Path(weights)
     if not weights.is_file():
         raise DataError("student weights not found", path=weights,
