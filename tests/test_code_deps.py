@@ -118,8 +118,11 @@ def test_closure_of_a_synthetic_package(tmp_path, monkeypatch):
     pkg = tmp_path / "trace_edges"
     files = {
         "__init__.py": "",
-        "a/__init__.py": "from .b import X\nREG = {'c': 'trace_edges.c:C'}\n"
+        "a/__init__.py": "from .b import X\nfrom trace_edges.registry import resolve\nREG = {'c': 'trace_edges.c:C'}\n"
                          "def lazy():\n    from trace_edges import d\n",
+        "registry.py": "",
+        # reads a registry's names but cannot resolve them (no resolver import): not an edge to c
+        "names.py": "from trace_edges.a import b\nNAMES = {'c': 'trace_edges.c:C'}\n",
         "a/b.py": "X = 1\n",
         "c.py": "def f():\n    from trace_edges.a import b\n",
         "d.py": "",
@@ -138,10 +141,12 @@ def test_closure_of_a_synthetic_package(tmp_path, monkeypatch):
     for fn in (code_deps.module_files, code_deps._source, code_deps._tree, code_deps._edges):
         fn.cache_clear()
     try:
-        assert code_deps.closure(["c"]) == {"trace_edges", "trace_edges.c", "trace_edges.a", "trace_edges.a.b"}
+        assert code_deps.closure(["c"]) == {"trace_edges", "trace_edges.c", "trace_edges.a", "trace_edges.a.b",
+                                            "trace_edges.registry"}
+        assert "trace_edges.c" not in code_deps.closure(["names"])
         # a parent package reached by `import trace_edges.e.f` runs only its top level: not e.g()'s import
         assert code_deps.closure(["e.f"]) == {"trace_edges", "trace_edges.e", "trace_edges.e.f", "trace_edges.e.g",
-                                              "trace_edges.a", "trace_edges.a.b"}
+                                              "trace_edges.a", "trace_edges.a.b", "trace_edges.registry"}
         # ``import a.b`` binds ``a``: its functions can be called, so it counts by name
         (pkg / "e/f.py").write_text("import trace_edges.a.b\n")
         code_deps._source.cache_clear(), code_deps._tree.cache_clear(), code_deps._edges.cache_clear()

@@ -6,9 +6,13 @@ importing it. An edge ``a -> b`` exists when module ``a``
 
 * imports ``b`` anywhere: at top level or inside a function (lazy imports), absolute or relative,
   including ``from trace_edges.x import y`` where ``y`` is the submodule ``trace_edges.x.y``;
-* holds a string constant that is exactly ``"trace_edges.b"`` or ``"trace_edges.b:Name"`` (lazy
-  registrations imported through importlib: ``edges._REGISTRY``, ``proposals.PROPOSERS``,
-  ``backbones.FAMILIES``).
+* can resolve a registration of ``b``: a string constant that is exactly ``"trace_edges.b"`` or
+  ``"trace_edges.b:Name"`` (lazy registrations: ``edges._REGISTRY``, ``proposals.PROPOSERS``,
+  ``families.FAMILIES``), held by ``a`` itself or by a module ``a`` imports, when ``a`` imports the
+  resolver :mod:`trace_edges.registry`. A module that only reads a registry's names (``config``
+  reads ``families.ENCODER_FAMILIES``) cannot import its implementations, so it does not depend on
+  them; a stage that can resolve a registry depends on every implementation registered there
+  (the choice is made by the config at run time: an over-approximation, never a miss).
 
 Importing a module runs its parent packages' ``__init__.py``, so they belong to the closure too,
 with their top-level imports (a package reached only that way cannot have its functions called,
@@ -170,10 +174,26 @@ def _registration_targets(module: str, text: str) -> set[str]:
     return {m for m in _REGISTRATION.findall(text) if m in known and m != module}
 
 
-def _analyse(module: str) -> tuple[frozenset[str], frozenset[str]]:
+RESOLVER = f"{PACKAGE}.registry"
+
+
+def _analyse(module: str) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
     body = _tree(module).body
-    return (frozenset(_import_targets(module, _statements(body)) | _registration_targets(module, _source(module))),
-            frozenset(_import_targets(module, _statements(body, functions=False))))
+    return (frozenset(_import_targets(module, _statements(body))),
+            frozenset(_import_targets(module, _statements(body, functions=False))),
+            frozenset(_registration_targets(module, _source(module))))
+
+
+def _with_registrations(module: str, found: set[str] | frozenset[str], own: Iterable[str]) -> set[str]:
+    """``found`` (imports) plus the registrations ``module`` can resolve: its own (``own``) and
+    those of the modules it imports, when it imports the resolver."""
+    out = set(found)
+    if RESOLVER in out:
+        out.update(own)
+        for m in found:
+            out.update(registrations(m))
+    out.discard(module)
+    return out
 
 
 #: parsing every module costs ~0.3 s; the Snakefile asks at every parse, so the edges are cached
@@ -182,8 +202,8 @@ CACHE_PATH = PACKAGE_DIR / "__pycache__" / "code_deps.json"
 
 
 @functools.lru_cache(maxsize=1)
-def _edges() -> dict[str, tuple[frozenset[str], frozenset[str]]]:
-    """module -> (every import + registration, top-level imports), from the cache where valid."""
+def _edges() -> dict[str, tuple[frozenset[str], frozenset[str], frozenset[str]]]:
+    """module -> (every import, top-level imports, registration strings), from the cache where valid."""
     known = module_files()
     header = hashlib.sha256("\n".join([*known, Path(__file__).read_text(encoding="utf-8")]).encode()).hexdigest()
     try:
@@ -191,16 +211,17 @@ def _edges() -> dict[str, tuple[frozenset[str], frozenset[str]]]:
         entries = cached["modules"] if cached.get("header") == header else {}
     except (OSError, ValueError, KeyError, TypeError):
         entries = {}
-    out: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
+    out: dict[str, tuple[frozenset[str], frozenset[str], frozenset[str]]] = {}
     fresh: dict[str, dict] = {}
     for module in known:
         digest = hashlib.sha256(_source(module).encode()).hexdigest()
         entry = entries.get(module)
         if not (isinstance(entry, dict) and entry.get("sha256") == digest):
-            every, top = _analyse(module)
-            entry = {"sha256": digest, "imports": sorted(every), "top_level": sorted(top)}
+            every, top, regs = _analyse(module)
+            entry = {"sha256": digest, "imports": sorted(every), "top_level": sorted(top),
+                     "registrations": sorted(regs)}
         fresh[module] = entry
-        out[module] = (frozenset(entry["imports"]), frozenset(entry["top_level"]))
+        out[module] = (frozenset(entry["imports"]), frozenset(entry["top_level"]), frozenset(entry["registrations"]))
     if fresh != entries:
         try:
             CACHE_PATH.parent.mkdir(exist_ok=True)
@@ -212,10 +233,15 @@ def _edges() -> dict[str, tuple[frozenset[str], frozenset[str]]]:
     return out
 
 
+def registrations(module: str) -> frozenset[str]:
+    """Package modules named by registration strings in ``module``'s source."""
+    return _edges()[module][2]
+
+
 def imports(module: str) -> frozenset[str]:
-    """Package modules ``module`` names explicitly anywhere in its source: imports at top level or
-    inside functions, and registration strings."""
-    return _edges()[module][0]
+    """Package modules ``module`` can run: its imports at top level or inside functions, and the
+    registrations it can resolve (see the module docstring)."""
+    return frozenset(_with_registrations(module, _edges()[module][0], registrations(module)))
 
 
 def top_level_imports(module: str) -> frozenset[str]:
@@ -246,7 +272,7 @@ def _function_imports(module: str, function: str) -> set[str]:
         else:
             skipped.update(range(node.lineno - 1 - len(node.decorator_list), node.end_lineno))
     text = "".join(line for i, line in enumerate(lines) if i not in skipped)
-    return _import_targets(module, stmts) | _registration_targets(module, text)
+    return _with_registrations(module, _import_targets(module, stmts), _registration_targets(module, text))
 
 
 # ----------------------------------------------------------------------------------- closures

@@ -7,8 +7,9 @@ One :class:`Family` record per family says everything else is derived from:
   self-attention at ``t = 0``, no trajectory, no IEP, no student);
 * ``adapter``: the :class:`~trace_edges.backbones.base.Backbone` subclass, ``"module:Class"``
   (imported lazily by :func:`trace_edges.backbones.backbone_class`);
-* ``tiny_builder``: ``"module:function"`` making the tiny random model
-  (``function(workdir) -> pipeline or model``, saved by :func:`trace_edges.backbones.tiny.build_tiny`);
+* ``tiny_builder``: the name of the function of :mod:`trace_edges.backbones.tiny` making the tiny
+  random model (``function(workdir) -> pipeline or model``, saved by ``build_tiny``; a bare name, not
+  a registration: only the tiny builder resolves it, so loading an adapter never depends on it);
 * ``tiny_marker``: the file a finished tiny build always has (what rules declare as its output):
   ``model_index.json`` for a diffusers pipeline, ``config.json`` for a transformers encoder.
 
@@ -25,7 +26,6 @@ from trace_edges.errors import ConfigError
 
 __all__ = ["DIFFUSION_FAMILIES", "ENCODER_FAMILIES", "FAMILIES", "Family", "family", "tiny_marker"]
 
-_TINY = "trace_edges.backbones.tiny"
 
 
 @dataclass(frozen=True)
@@ -39,13 +39,13 @@ class Family:
 
 #: family name -> its record, in the paper's order (diffusion families first).
 FAMILIES: dict[str, Family] = {f.name: f for f in (
-    Family("sd15", "diffusion", "trace_edges.backbones.sd15:SD15Backbone", f"{_TINY}:make_sd15", "model_index.json"),
-    Family("sdxl", "diffusion", "trace_edges.backbones.sdxl:SDXLBackbone", f"{_TINY}:make_sdxl", "model_index.json"),
-    Family("sd3", "diffusion", "trace_edges.backbones.sd3:SD3Backbone", f"{_TINY}:make_sd3", "model_index.json"),
-    Family("pixart", "diffusion", "trace_edges.backbones.pixart:PixArtBackbone", f"{_TINY}:make_pixart",
+    Family("sd15", "diffusion", "trace_edges.backbones.sd15:SD15Backbone", "make_sd15", "model_index.json"),
+    Family("sdxl", "diffusion", "trace_edges.backbones.sdxl:SDXLBackbone", "make_sdxl", "model_index.json"),
+    Family("sd3", "diffusion", "trace_edges.backbones.sd3:SD3Backbone", "make_sd3", "model_index.json"),
+    Family("pixart", "diffusion", "trace_edges.backbones.pixart:PixArtBackbone", "make_pixart",
            "model_index.json"),
-    Family("flux", "diffusion", "trace_edges.backbones.flux:FluxBackbone", f"{_TINY}:make_flux", "model_index.json"),
-    Family("dinov2", "encoder", "trace_edges.backbones.dinov2:Dinov2Backbone", f"{_TINY}:make_dinov2", "config.json"),
+    Family("flux", "diffusion", "trace_edges.backbones.flux:FluxBackbone", "make_flux", "model_index.json"),
+    Family("dinov2", "encoder", "trace_edges.backbones.dinov2:Dinov2Backbone", "make_dinov2", "config.json"),
 )}
 
 DIFFUSION_FAMILIES: tuple[str, ...] = tuple(n for n, f in FAMILIES.items() if f.kind == "diffusion")

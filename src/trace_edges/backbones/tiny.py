@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from trace_edges.families import DIFFUSION_FAMILIES, ENCODER_FAMILIES, family as family_record
-from trace_edges.registry import resolve
 
 #: default square input size (pixels) for the tiny models: 16x16 DiT token grids.
 TINY_RESOLUTION = 256
@@ -281,7 +280,7 @@ def make_dinov2(tmp: Path):
 def tiny_builder(family: str) -> Callable[[Path], Any]:
     """The function making the tiny ``family`` model (``make_<family>(workdir)``, unsaved), from
     the family's record in :data:`trace_edges.families.FAMILIES`; resolving it builds nothing."""
-    return resolve(family_record(family).tiny_builder)
+    return globals()[family_record(family).tiny_builder]
 
 
 def build_tiny(family: str, out_dir: str | Path, *, seed: int = 0) -> Path:

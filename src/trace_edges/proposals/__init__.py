@@ -23,6 +23,8 @@ from typing import Any, Callable, Mapping, Sequence
 from trace_edges.errors import ConfigError
 from trace_edges.registry import resolve
 
+from trace_edges.proposals.plan import ProposalPlan
+
 __all__ = ["PROPOSERS", "ProposalPlan", "Proposer", "get_proposer", "stage_plan"]
 
 
@@ -32,22 +34,6 @@ class Proposer:
     function: str
     #: ``"module:function"``: ``(block, images) -> ProposalPlan`` for the proposals stage
     plan: str
-
-
-@dataclass
-class ProposalPlan:
-    """One method made ready to run over a manifest's image records."""
-
-    #: the method's config block as run (provenance and cache key)
-    params: dict[str, Any]
-    #: image record -> (masks, scores)
-    propose: Callable[[Mapping[str, Any]], tuple[Sequence[Any], Sequence[float]]]
-    #: image record -> the parts of its cache key (besides the stage and params)
-    key_parts: Callable[[Mapping[str, Any]], Any]
-    #: files read besides the manifest (provenance)
-    inputs: list[Any] = field(default_factory=list)
-    #: the model's provenance record, if the method runs one
-    model: dict[str, Any] | None = None
 
 
 #: method name -> its functions (imported lazily: scikit-image / transformers only when needed)

@@ -18,7 +18,7 @@ import numpy as np
 from trace_edges.errors import ConfigError, DataError
 from trace_edges.io import read_json, sha256_file
 from trace_edges.masks import ann_to_mask, encode_rle
-from trace_edges.proposals import ProposalPlan
+from trace_edges.proposals.plan import ProposalPlan
 
 __all__ = ["load_external", "stage_plan"]
 

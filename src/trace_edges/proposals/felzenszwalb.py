@@ -20,7 +20,7 @@ from scipy import ndimage
 from skimage.color import rgb2lab
 from skimage.segmentation import felzenszwalb
 
-from trace_edges.proposals import ProposalPlan
+from trace_edges.proposals.plan import ProposalPlan
 
 __all__ = ["felzenszwalb_proposals", "felzenszwalb_params", "ring_contrast", "stage_plan", "SCORE_HALF_CONTRAST"]
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trace_edges.proposals import ProposalPlan
+from trace_edges.proposals.plan import ProposalPlan
 from trace_edges.proposals.ncut import CutMask, maskcut_patches
 from trace_edges.proposals.vit import key_features, load_vit, prepare_image, resolve_device, vit_info
 
