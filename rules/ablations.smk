@@ -209,7 +209,7 @@ rule ablation_table:
         uis=expand(f"{AB}/metrics/uis/{{v}}.json", v=["none"] + AB_VARIANTS),
         edges=expand(f"{AB}/metrics/edges/{{v}}.json", v=AB_VARIANTS) if AB_EDGE_METRICS else [],
         latency=expand(f"{AB}/teacher/{{v}}/latency_0.json", v=list(AB_TEACHERS)),
-        code=code("report"),
+        code=code("report_ablations"),
     output:
         tidy=report(f"{AB}/ablations_tidy.csv", category="Ablations", caption="../docs/report/ablations.rst"),
         md=f"{AB}/ablations.md",

@@ -5,7 +5,10 @@ _ROOT = _D["root"]
 
 
 rule download_coco:
-    """Official COCO 2017 val archives: streamed with resume/retries, md5-verified, unpacked atomically."""
+    """Official COCO 2017 val archives: streamed with resume/retries, md5-verified, unpacked atomically
+    (a rerun after a code edit re-verifies the archives already there; it never downloads them again)."""
+    input:
+        code=code("download"),
     output:
         f"{_ROOT}/download_complete.json",
     params:

@@ -18,7 +18,7 @@ rule tables:
     """Results table (edge source x AP/AR/PQ/ODS/OIS/clDice), tidy CSV and DVC summary metrics."""
     input:
         metrics=_METRICS,
-        code=code("report"),
+        code=code("report_tables"),
     output:
         csv=report(f"{R}/tables/results.csv", category="Tables", caption="../docs/report/results.rst"),
         md=f"{R}/tables/results.md",
@@ -49,7 +49,7 @@ rule figure_qualitative:
         manifest=f"{R}/data/manifest.json",
         edges=[f"{R}/edges/{s}/manifest.json" for s in EDGE_SOURCES],
         results=[uis_results_path(s) for s in UIS_SOURCES],
-        code=code("report"),
+        code=code("report_figure"),
     output:
         png=report(f"{R}/figures/qualitative.png", category="Figures", caption="../docs/report/qualitative.rst"),
         pdf=f"{R}/figures/qualitative.pdf",
@@ -174,7 +174,7 @@ rule speed_figure:
     """Teacher (trajectory + IEP + ABDiv) vs student (one pass) ms/img, ours beside the paper's 81x."""
     input:
         speed=SPEED_JSON,
-        code=code("report"),
+        code=code("report_speed"),
     output:
         png=report(f"{R}/figures/speed.png", category="Student", caption="../docs/report/speed.rst"),
         pdf=f"{R}/figures/speed.pdf",
@@ -203,7 +203,7 @@ rule paper_vs_ours:
         ablations=[f"{R}/ablations/ablations_tidy.csv"] if AB_ON else [],
         speed=[SPEED_JSON] if os.path.exists(SPEED_JSON) else [],
         numbers="src/trace_edges/report/paper_numbers.yaml",
-        code=code("report"),
+        code=code("report_paper_vs_ours"),
     output:
         f"{R}/paper_vs_ours.md",
     params:

@@ -18,8 +18,17 @@ from trace_edges import code_deps, provenance
 from workflow_helpers import make_snapshot, snakemake
 
 SRC = Path(trace_edges.__file__).resolve().parents[1]
-STAGES = ("prepare", "download", "edges", "proposals", "bgp", "wps", "score", "teacher", "audit", "student",
-          "build_tiny", "build_tiny_vit", "teacher_figures", "bgp_figure", "report")
+STAGES = tuple(code_deps.STAGE_ENTRIES)
+
+
+def test_every_rule_code_set_is_a_stage_and_every_stage_is_used():
+    """The rules' ``code("<stage>")`` names and code_deps.STAGE_ENTRIES are the same set."""
+    import re
+
+    used = set()
+    for smk in [SRC.parent / "Snakefile", *sorted((SRC.parent / "rules").glob("*.smk"))]:
+        used |= set(re.findall(r'\bcode\("(\w+)"\)', smk.read_text()))
+    assert used == set(STAGES)
 
 _LOADED = """
 import importlib, json, sys
@@ -105,7 +114,7 @@ def test_package_data_is_declared():
             if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts}
     declared = {f for files in code_deps.PACKAGE_DATA.values() for f in files}
     assert data == declared
-    assert code_deps.PACKAGE_DIR / "report/paper_numbers.yaml" in provenance.stage_sources("report")
+    assert code_deps.PACKAGE_DIR / "report/paper_numbers.yaml" in provenance.stage_sources("report_paper_vs_ours")
 
 
 def test_code_digest_follows_the_sources():

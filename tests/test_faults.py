@@ -143,7 +143,7 @@ STUDENT = {"lora": {"rank": 4, "alpha": 4},
 def student_labels(prepared) -> Path:
     from pseudo_labels import write_sobel_pseudo_labels
 
-    from trace_edges.data.coco import load_manifest
+    from trace_edges.data.manifest import load_manifest
 
     root, _ = prepared
     return write_sobel_pseudo_labels(load_manifest(root / "data/manifest.json")["images"], root / "teacher/sd3")

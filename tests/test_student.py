@@ -128,7 +128,7 @@ def test_rec_weight_zero_training_never_decodes(data, tmp_path, monkeypatch):
     """With rec_weight = 0 a training step never touches the VAE decoder (L_rec is gone, not zeroed)."""
     from trace_edges.data.images import load_rgb
     from trace_edges.stages.student import labelled_images
-    from trace_edges.data.coco import load_manifest
+    from trace_edges.data.manifest import load_manifest
     from trace_edges.student.model import StudentModel
     from trace_edges.student.train import Trainer, make_sample
 
@@ -202,7 +202,7 @@ def test_training_only_changes_adapters_and_decoder(trained):
 
 
 def test_training_lowers_the_loss(trained, data):
-    from trace_edges.data.coco import load_manifest
+    from trace_edges.data.manifest import load_manifest
     from trace_edges.data.images import load_rgb
     from trace_edges.stages.student import labelled_images
     from trace_edges.student.infer import load_student, load_weights

@@ -64,7 +64,12 @@ STAGE_ENTRIES: dict[str, tuple[str, ...]] = {
     "build_tiny_vit": ("commands.proposals:run_build_tiny_vit",),
     "teacher_figures": ("commands.teacher_figures",),
     "bgp_figure": ("commands.report:run_bgp_figure",),
-    "report": ("commands.report",),
+    # the report rules, one subcommand each (commands/report.py hosts them all)
+    "report_tables": ("commands.report:run_tables",),
+    "report_figure": ("commands.report:run_figure",),
+    "report_speed": ("commands.report:run_speed",),
+    "report_ablations": ("commands.report:run_ablations",),
+    "report_paper_vs_ours": ("commands.report:run_paper_vs_ours",),
 }
 
 #: module -> package data files (relative to the package directory) it reads at run time

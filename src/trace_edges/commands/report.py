@@ -91,7 +91,7 @@ def run_bgp_figure(args: argparse.Namespace) -> None:
     import logging
 
     from trace_edges.bgp import bgp_params
-    from trace_edges.data.coco import load_manifest
+    from trace_edges.data.manifest import load_manifest
     from trace_edges.edges.store import EdgeSet
     from trace_edges.report.bgp_figure import bgp_figure
 

@@ -79,7 +79,7 @@ def _outputs(args: argparse.Namespace, figs: list[str]) -> dict[str, tuple[str, 
 def _image(args: argparse.Namespace, figs: list[str]):
     from pathlib import Path
 
-    from trace_edges.data.coco import load_manifest
+    from trace_edges.data.manifest import load_manifest
     from trace_edges.data.images import load_rgb
     from trace_edges.errors import ConfigError, DataError
 

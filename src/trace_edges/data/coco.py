@@ -9,6 +9,9 @@ into ``results/<preset>/data/``:
   class-agnostic protocol), annotation ids unique and >= 1;
 - ``panoptic.json``: the panoptic GT restricted to the selected images;
 - ``edge_gt/<image_id>.png``: the instance-edge ground truth (see ``trace_edges.data.edge_gt``).
+
+Stages read the manifest with :func:`trace_edges.data.manifest.load_manifest` (a module of its own,
+so that reading a manifest does not make a stage depend on the prepare code).
 """
 
 from __future__ import annotations
@@ -228,18 +231,3 @@ def prepare(data: Mapping[str, Any], edge_gt: Mapping[str, Any], out_dir: str | 
     write_json(out_dir / "manifest.json", manifest)
     log.info("prepared %d images into %s", len(records), out_dir)
     return manifest
-
-
-def load_manifest(path: str | Path) -> dict:
-    """Read a data manifest; GT paths in ``gt`` are resolved relative to its directory."""
-    path = Path(path)
-    m = read_json(path, what="data manifest")
-    if not isinstance(m, dict) or "images" not in m or "gt" not in m:
-        raise DataError("not a trace-edges data manifest", path=path,
-                        fix="rerun `trace-edges prepare` (snakemake prepare)")
-    base = path.parent
-    m["gt"] = {k: str(base / v) if not Path(v).is_absolute() and k != "panoptic_dir" else v
-               for k, v in m["gt"].items()}
-    for rec in m["images"]:
-        rec["edge_gt"] = str(base / rec["edge_gt"])
-    return m

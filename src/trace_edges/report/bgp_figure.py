@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from trace_edges.bgp import bgp_stages
-from trace_edges.data.coco import load_manifest
+from trace_edges.data.manifest import load_manifest
 from trace_edges.data.images import load_rgb
 from trace_edges.edges.store import EdgeSet
 from trace_edges.errors import DataError

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
-from trace_edges.data.coco import load_manifest
+from trace_edges.data.manifest import load_manifest
 from trace_edges.data.images import load_rgb, read_png
 from trace_edges.edges.store import EdgeSet
 from trace_edges.io import read_json

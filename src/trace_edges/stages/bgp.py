@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 from trace_edges import provenance
 from trace_edges.bgp import run_bgp
-from trace_edges.data.coco import load_manifest
+from trace_edges.data.manifest import load_manifest
 from trace_edges.edges.store import EdgeSet
 from trace_edges.io import read_json, sha256_file, write_json
 from trace_edges.masks import decode_rle

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from trace_edges import provenance
-from trace_edges.data.coco import load_manifest
+from trace_edges.data.manifest import load_manifest
 from trace_edges.io import write_json
 from trace_edges.proposals import stage_plan
 from trace_edges.stages._loop import run_items

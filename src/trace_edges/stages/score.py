@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from trace_edges import provenance
-from trace_edges.data.coco import load_manifest
+from trace_edges.data.manifest import load_manifest
 from trace_edges.data.images import read_png
 from trace_edges.edges.store import EdgeSet
 from trace_edges.io import read_json, write_json

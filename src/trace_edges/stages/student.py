@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from trace_edges import provenance
-from trace_edges.data.coco import load_manifest
+from trace_edges.data.manifest import load_manifest
 from trace_edges.data.images import load_rgb
 from trace_edges.edges.store import edge_map_filename, save_edge_map, write_manifest
 from trace_edges.errors import DataError

@@ -32,7 +32,7 @@ from safetensors.torch import load_file, save_file
 from trace_edges import provenance
 from trace_edges.backbones.loader import load_configured_backbone
 from trace_edges.config import result_block
-from trace_edges.data.coco import load_manifest
+from trace_edges.data.manifest import load_manifest
 from trace_edges.data.images import load_rgb, write_png
 from trace_edges.edges.store import edge_map_filename, save_edge_map, write_manifest
 from trace_edges.errors import ConfigError, DataError

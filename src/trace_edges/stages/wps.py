@@ -9,7 +9,7 @@ import numpy as np
 
 from trace_edges import provenance
 from trace_edges.bgp.panoptic import pseudo_panoptic
-from trace_edges.data.coco import load_manifest
+from trace_edges.data.manifest import load_manifest
 from trace_edges.data.images import read_png
 from trace_edges.edges.store import EdgeSet
 from trace_edges.errors import ConfigError, DataError
