@@ -8,7 +8,8 @@ import shutil
 import pytest
 
 from trace_edges.config import validate
-from trace_edges.data.manifest import load_manifest, prepare
+from trace_edges.data.coco import prepare
+from trace_edges.data.manifest import load_manifest
 from trace_edges.data.images import read_png
 from trace_edges.errors import DataError
 
