@@ -119,7 +119,8 @@ def test_teacher_cell_equals_the_three_stages_and_fixed_t(tmp_path, coco_mini):
     run_abdiv_labels(tp, manifest, tmp_path / "s/iep.json", tmp_path / "s/invert", tmp_path / "s", tmp_path / "s_edges")
     run_teacher_cell(tp, manifest, tmp_path / "c", tmp_path / "c_edges")
     for rec in json.loads(manifest.read_text())["images"]:
-        assert np.array_equal(EdgeSet(tmp_path / "s_edges").load(rec["id"]), EdgeSet(tmp_path / "c_edges").load(rec["id"]))
+        assert np.array_equal(EdgeSet(tmp_path / "s_edges").load(rec["id"]),
+                              EdgeSet(tmp_path / "c_edges").load(rec["id"]))
     lat = json.loads((tmp_path / "c/latency.json").read_text())
     assert lat["ms_per_image"] > 0 and len(lat["walls_s"]) == 2
 
