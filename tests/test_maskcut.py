@@ -220,7 +220,6 @@ def test_key_features_are_the_last_layers_keys(tiny_vit_dir, rgb):
     assert np.allclose(feats, ref.double().numpy(), atol=1e-6)
 
 
-@pytest.mark.slow   # ~20-30 s on 2 shared cores (`make test-all`)
 def test_tiny_vit_end_to_end_on_a_coco_image(tiny_vit_dir, rgb):
     params = {"model": str(tiny_vit_dir), "device": "cpu", "resolution": 224}
     masks, scores = maskcut_proposals(rgb, params)
@@ -250,7 +249,6 @@ def test_params_and_model_checks(tiny_vit_dir, rgb):
         maskcut_proposals(rgb, {"model": str(tiny_vit_dir), "device": "cpu", "resolution": 100})
 
 
-@pytest.mark.slow   # ~20-30 s on 2 shared cores (`make test-all`)
 def test_stage_writes_results_and_provenance(tiny_vit_dir, tmp_path, coco_mini):
     from trace_edges.config import validate
     from trace_edges.data.coco import prepare
