@@ -1,6 +1,6 @@
 # Entry points for a fresh machine (see README); each sets up .venv first:
 #   make run       run the whole embedded workflow (snakemake --cores all)
-#   make test      the FAST tier, pytest -m "not slow" (~3 min on 2 cores): every unit test plus ONE
+#   make test      the FAST tier, pytest -m "not slow" (3-4 min on 2 cores): every unit test plus ONE
 #                  small end-to-end workflow run (tests/test_workflow_fast.py, tests/configs/fast.yaml)
 #   make test-all  every test (~45 min on 2 cores): the fast tier plus the `slow` ones (the full
 #                  embedded run and its checks, fault injection and, where SLURM is installed and we
