@@ -245,8 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     preset = cfg["preset"]
     data = cfg["data"]
     images = [str(p) for p in first_images(ROOT / data["root"] / data["images_dir"], args.images)]
-    student_model = args.student_model or str(ROOT / "results" / preset / "student" / cfg["teacher"]["backbone"]["family"]
-                                              / "model.safetensors")
+    family = cfg["teacher"]["backbone"]["family"]
+    student_model = args.student_model or str(ROOT / "results" / preset / "student" / family / "model.safetensors")
 
     if args.worker:
         out = worker(args.worker, cfg, images, args.repeats, args.warmup, student_model, args.device)

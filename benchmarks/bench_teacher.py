@@ -460,7 +460,8 @@ def main(argv: list[str] | None = None) -> int:
                 with np.load(res_path) as z:
                     results[method] = {k: z[k] for k in z.files}
                 print(f"  {grid}x{grid} {method:5s}: median {statistics.median(r['walls']):.3f}s "
-                      f"(runs {', '.join(f'{w:.2f}' for w in r['walls'])}; cpu {statistics.median(r['cpu_s_each']):.2f}s), "
+                      f"(runs {', '.join(f'{w:.2f}' for w in r['walls'])}; "
+                      f"cpu {statistics.median(r['cpu_s_each']):.2f}s), "
                       f"peak extra {r['peak_extra_mb']:.0f} MiB, load {r['load_average_after'][0]}, "
                       f"others' CPU share {r.get('others_cpu_share', float('nan')):.0%}",
                       flush=True)
@@ -535,7 +536,8 @@ def main(argv: list[str] | None = None) -> int:
     print("(cpu_s: median process CPU seconds per run, all threads; others_cpu: share of the machine's "
           "CPU used by other processes during the case)")
     print()
-    rat_rows = [{"grid": g, **{k: (None if v is None else round(v, 4)) for k, v in d.items()}} for g, d in ratios.items()]
+    rat_rows = [{"grid": g, **{k: (None if v is None else round(v, 4)) for k, v in d.items()}}
+                for g, d in ratios.items()]
     print(format_table(rat_rows, ["grid", "exact_over_naive_time", "fast_over_naive_time", "exact_over_naive_mem",
                                   "fast_over_naive_mem"]))
     for d in details:

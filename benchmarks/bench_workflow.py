@@ -130,7 +130,8 @@ def main() -> int:
     }
     (out_dir / f"workflow_{preset}.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"{preset}: {len(rows)} jobs, total wall {total:.1f} s on {args.cores} cores; "
-          f"slowest: " + ", ".join(f"{r['job']} {r['wall_s']:.1f}s" for r in sorted(rows, key=lambda r: -r['wall_s'])[:5]))
+          f"slowest: " + ", ".join(f"{r['job']} {r['wall_s']:.1f}s"
+                                   for r in sorted(rows, key=lambda r: -r['wall_s'])[:5]))
     return 0
 
 

@@ -1,5 +1,7 @@
 # Audit: every DVC-tracked artifact against dvc.lock and its provenance against this checkout.
 # Not part of `all` (it needs a dvc.lock): `snakemake audit` or `trace-edges audit`.
+#
+# {params.te}: the `trace-edges` command line (why a function of `input`: rules/data.smk).
 
 
 rule audit:
@@ -10,6 +12,7 @@ rule audit:
     output:
         f"{R}/audit/audit.json",
     params:
+        te=lambda wildcards, input: TE,
         stage=PRESET,
         configfiles=" ".join(CONFIGFILES),
     log:
@@ -24,4 +27,4 @@ rule audit:
     conda:
         ENV
     shell:
-        "{TE} audit --stage {params.stage} --configfile {params.configfiles} --out {output} > {log} 2>&1"
+        "{params.te} audit --stage {params.stage} --configfile {params.configfiles} --out {output} > {log} 2>&1"

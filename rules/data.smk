@@ -1,4 +1,8 @@
 # Data: official COCO 2017 download (paper preset only) and the prepare stage.
+#
+# Shell commands take the `trace-edges` command line (TE, Snakefile) as params.te: a function of
+# `input`, so Snakemake's params rerun trigger leaves it out. TE names this machine's interpreter
+# and checkout; moving either must not rerun the workflow (as when the commands named {TE}).
 
 _D = config["data"]
 _ROOT = _D["root"]
@@ -12,7 +16,9 @@ rule download_coco:
     output:
         f"{_ROOT}/download_complete.json",
     params:
+        te=lambda wildcards, input: TE,
         data=as_json(_D),
+        root=lambda wildcards, output: os.path.dirname(output[0]),
     log:
         f"{LOGS}/download_coco.log",
     benchmark:
@@ -24,16 +30,16 @@ rule download_coco:
     conda:
         ENV
     shell:
-        "{TE} download-coco --params '{params.data}' --root {_ROOT} --out {output} > {log} 2>&1"
+        "{params.te} download-coco --params '{params.data}' --root {params.root} --out {output} > {log} 2>&1"
 
 
-def _dataset_inputs(wildcards):
-    if _D["dataset"] == "coco2017_val":
-        return [f"{_ROOT}/download_complete.json"]
-    files = [f"{_ROOT}/{_D['instances_json']}", f"{_ROOT}/{_D['panoptic_json']}"]
-    if _D["checksums"]:
-        files.append(f"{_ROOT}/{_D['checksums']}")
-    return files
+# the dataset files prepare reads (rules/ablations.smk's ab_prepare too); no wildcards, so a list
+if _D["dataset"] == "coco2017_val":
+    _dataset_inputs = [f"{_ROOT}/download_complete.json"]
+else:
+    _dataset_inputs = [f"{_ROOT}/{_D['instances_json']}", f"{_ROOT}/{_D['panoptic_json']}"] + (
+        [f"{_ROOT}/{_D['checksums']}"] if _D["checksums"] else []
+    )
 
 
 rule prepare:
@@ -47,9 +53,10 @@ rule prepare:
         agnostic=f"{R}/data/instances_agnostic.json",
         panoptic=f"{R}/data/panoptic.json",
     params:
+        te=lambda wildcards, input: TE,
         data=as_json(_D),
         edge_gt=as_json(config["edge_gt"]),
-        out_dir=lambda w, output: os.path.dirname(output.manifest),
+        out_dir=lambda wildcards, output: os.path.dirname(output.manifest),
     log:
         f"{LOGS}/prepare.log",
     benchmark:
@@ -61,5 +68,5 @@ rule prepare:
     conda:
         ENV
     shell:
-        "{TE} prepare --params '{params.data}' --edge-gt-params '{params.edge_gt}' "
+        "{params.te} prepare --params '{params.data}' --edge-gt-params '{params.edge_gt}' "
         "--out-dir {params.out_dir} > {log} 2>&1"

@@ -1,4 +1,6 @@
 # Edge sources: one job per source, every image; consumers read maps through edges/store.py only.
+#
+# {params.te}: the `trace-edges` command line (why a function of `input`: rules/data.smk).
 
 
 rule edges:
@@ -9,6 +11,7 @@ rule edges:
     output:
         f"{R}/edges/{{source}}/manifest.json",
     params:
+        te=lambda wildcards, input: TE,
         edges=as_json(config["edges"]),
         out_dir=lambda w: f"{R}/edges/{w.source}",
     wildcard_constraints:
@@ -24,5 +27,5 @@ rule edges:
     conda:
         ENV
     shell:
-        "{TE} edges --source {wildcards.source} --params '{params.edges}' --manifest {input.manifest} "
+        "{params.te} edges --source {wildcards.source} --params '{params.edges}' --manifest {input.manifest} "
         "--out-dir {params.out_dir} --threads {threads} > {log} 2>&1"

@@ -1,4 +1,6 @@
 # Grouping with edges: BGP for UIS, pseudo-panoptic labels for WPS.
+#
+# {params.te}: the `trace-edges` command line (why a function of `input`: rules/data.smk).
 
 
 rule bgp:
@@ -11,6 +13,7 @@ rule bgp:
     output:
         f"{R}/bgp/{PROPOSALS}/{{source}}/instances.json",
     params:
+        te=lambda wildcards, input: TE,
         bgp=as_json(config["bgp"]),
         edges_dir=lambda w, input: os.path.dirname(input.edges),
     wildcard_constraints:
@@ -26,23 +29,20 @@ rule bgp:
     conda:
         ENV
     shell:
-        "{TE} bgp --params '{params.bgp}' --manifest {input.manifest} --proposals {input.proposals} "
+        "{params.te} bgp --params '{params.bgp}' --manifest {input.manifest} --proposals {input.proposals} "
         "--edges {params.edges_dir} --out {output} --threads {threads} > {log} 2>&1"
-
-
-def _wps_edges(wildcards):
-    return [] if wildcards.source == "none" else [f"{R}/edges/{wildcards.source}/manifest.json"]
 
 
 rule wps:
     """Pseudo-panoptic labels (PNG + JSON) from the semantic source plus one edge source ('none' = no edges)."""
     input:
         manifest=f"{R}/data/manifest.json",
-        edges=_wps_edges,
+        edges=lambda w: [] if w.source == "none" else [f"{R}/edges/{w.source}/manifest.json"],
         code=code("wps"),
     output:
         f"{R}/wps/{{source}}/panoptic.json",
     params:
+        te=lambda wildcards, input: TE,
         wps=as_json(config["wps"]),
         edges_arg=lambda w: "" if w.source == "none" else f"--edges {R}/edges/{w.source}",
     wildcard_constraints:
@@ -58,5 +58,5 @@ rule wps:
     conda:
         ENV
     shell:
-        "{TE} wps --params '{params.wps}' --manifest {input.manifest} {params.edges_arg} --out {output} "
+        "{params.te} wps --params '{params.wps}' --manifest {input.manifest} {params.edges_arg} --out {output} "
         "--threads {threads} > {log} 2>&1"

@@ -1,13 +1,15 @@
 # Base instance proposals for UIS (the baselines TRACE refines).
+#
+# {params.te}: the `trace-edges` command line (why a function of `input`: rules/data.smk).
 
 MASKCUT = config["proposals"]["maskcut"]
 MASKCUT_TINY = PROPOSALS == "maskcut" and MASKCUT["tiny"]
 MASKCUT_GPU = PROPOSALS == "maskcut" and not MASKCUT["tiny"] and MASKCUT["device"] != "cpu"
 
 
-def _proposals_model(wildcards):
-    """MaskCut's tiny ViT, so Snakemake builds it first; other methods and hub models need none."""
-    return [f"{MASKCUT['model']}/config.json"] if MASKCUT_TINY else []
+# MaskCut's tiny ViT, so Snakemake builds it first; other methods and hub models need none (also
+# rules/ablations.smk's ab_proposals)
+_proposals_model = [f"{MASKCUT['model']}/config.json"] if MASKCUT_TINY else []
 
 
 rule build_tiny_vit:
@@ -17,7 +19,8 @@ rule build_tiny_vit:
     output:
         f"{MASKCUT['model']}/config.json",
     params:
-        out_dir=MASKCUT["model"],
+        te=lambda wildcards, input: TE,
+        out_dir=lambda wildcards, output: os.path.dirname(output[0]),
         seed=config["seed"],
     log:
         f"{LOGS}/proposals/build_tiny_vit.log",
@@ -30,7 +33,7 @@ rule build_tiny_vit:
     conda:
         ENV
     shell:
-        "{TE} build-tiny-vit --seed {params.seed} --out-dir {params.out_dir} > {log} 2>&1"
+        "{params.te} build-tiny-vit --seed {params.seed} --out-dir {params.out_dir} > {log} 2>&1"
 
 
 rule proposals:
@@ -43,6 +46,7 @@ rule proposals:
     output:
         f"{R}/proposals/{PROPOSALS}/proposals.json",
     params:
+        te=lambda wildcards, input: TE,
         proposals=as_json(config["proposals"]),
     log:
         f"{LOGS}/proposals/{PROPOSALS}.log",
@@ -56,5 +60,5 @@ rule proposals:
     conda:
         ENV
     shell:
-        "{TE} proposals --params '{params.proposals}' --manifest {input.manifest} --out {output} "
+        "{params.te} proposals --params '{params.proposals}' --manifest {input.manifest} --out {output} "
         "--threads {threads} > {log} 2>&1"

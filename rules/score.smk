@@ -1,11 +1,9 @@
 # Scoring: UIS mask AP/AR (pycocotools), WPS PQ (COCO panoptic API semantics), edges ODS/OIS/clDice.
+#
+# {params.te}: the `trace-edges` command line (why a function of `input`: rules/data.smk).
 
 
-def uis_results_path(source):
-    """The instance results scored for an edge source ('none' = the base proposals themselves)."""
-    if source == "none":
-        return f"{R}/proposals/{PROPOSALS}/proposals.json"
-    return f"{R}/bgp/{PROPOSALS}/{source}/instances.json"
+include: "common.smk"  # uis_results_path (rules/figures.smk uses it too)
 
 
 rule score_uis:
@@ -16,6 +14,8 @@ rule score_uis:
         code=code("score"),
     output:
         f"{R}/metrics/uis/{{source}}.json",
+    params:
+        te=lambda wildcards, input: TE,
     wildcard_constraints:
         source="|".join(UIS_SOURCES),
     log:
@@ -29,7 +29,7 @@ rule score_uis:
     conda:
         ENV
     shell:
-        "{TE} score-uis --manifest {input.manifest} --results {input.results} --label {wildcards.source} "
+        "{params.te} score-uis --manifest {input.manifest} --results {input.results} --label {wildcards.source} "
         "--out {output} > {log} 2>&1"
 
 
@@ -41,6 +41,8 @@ rule score_wps:
         code=code("score"),
     output:
         f"{R}/metrics/wps/{{source}}.json",
+    params:
+        te=lambda wildcards, input: TE,
     wildcard_constraints:
         source="|".join(UIS_SOURCES),
     log:
@@ -54,7 +56,7 @@ rule score_wps:
     conda:
         ENV
     shell:
-        "{TE} score-wps --manifest {input.manifest} --pred {input.pred} --label {wildcards.source} "
+        "{params.te} score-wps --manifest {input.manifest} --pred {input.pred} --label {wildcards.source} "
         "--out {output} --threads {threads} > {log} 2>&1"
 
 
@@ -67,6 +69,7 @@ rule score_edges:
     output:
         f"{R}/metrics/edges/{{source}}.json",
     params:
+        te=lambda wildcards, input: TE,
         score=as_json(config["score"]),
         edges_dir=lambda w, input: os.path.dirname(input.edges),
     wildcard_constraints:
@@ -83,5 +86,5 @@ rule score_edges:
     conda:
         ENV
     shell:
-        "{TE} score-edges --params '{params.score}' --manifest {input.manifest} --edges {params.edges_dir} "
+        "{params.te} score-edges --params '{params.score}' --manifest {input.manifest} --edges {params.edges_dir} "
         "--out {output} --threads {threads} > {log} 2>&1"

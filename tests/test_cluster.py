@@ -232,6 +232,7 @@ def _minutes(limit: str) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.slurm
 def test_slurm_profile_end_to_end_matches_local_run(slurm_cluster, tmp_path_factory, request):
     # the local run first (shared with test_workflow_e2e.py), then the same commit through SLURM

@@ -22,7 +22,9 @@ from trace_edges.backbones.tiny import tiny_model_dir
 from trace_edges.config import validate
 from trace_edges.data.coco import prepare
 
-pytestmark = pytest.mark.slow
+# Tiers (pyproject.toml markers): the stage-level faults (real SIGKILLs of the torch stages, a full
+# disk) and the runs of the workflow are `slow` (`make test-all`); the config check (dry runs only)
+# and the audit report are fast (`make test`).
 PY = sys.executable
 
 
@@ -40,7 +42,8 @@ def prepared(tmp_path_factory, coco_mini):
 
 
 def _files(d: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file() and ".done" not in p.parts}
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*"))
+            if p.is_file() and ".done" not in p.parts}
 
 
 def _kill_when(proc: subprocess.Popen, ready, timeout: float = 120.0, group: bool = False) -> bool:
@@ -67,12 +70,13 @@ def _trajectory_cmd(cfg, root, out):
             str(root / "data/manifest.json"), "--shard", "0", "--out-dir", str(out)]
 
 
+@pytest.mark.slow
 def test_kill_during_trajectory_then_resume(prepared):
     root, cfg = prepared
     ref, out = root / "trajectory_ref", root / "trajectory_killed"
     subprocess.run(_trajectory_cmd(cfg, root, ref), env=_env(), check=True, capture_output=True)
     proc = subprocess.Popen(_trajectory_cmd(cfg, root, out), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    killed = _kill_when(proc, lambda: len(list((out / ".done").glob("*.key"))) >= 2 if (out / ".done").is_dir() else False)
+    killed = _kill_when(proc, lambda: (out / ".done").is_dir() and len(list((out / ".done").glob("*.key"))) >= 2)
     assert killed, "the job finished before it could be killed"
     assert not (out / "shard_0.json").exists()                       # no declared output after a kill
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]  # no half-written file
@@ -82,9 +86,11 @@ def test_kill_during_trajectory_then_resume(prepared):
     assert _files(out) == _files(ref)                                  # bit-identical to uninterrupted
 
 
+@pytest.mark.slow
 def test_kill_during_scoring_leaves_no_output(prepared):
     root, cfg = prepared
-    subprocess.run([PY, "-m", "trace_edges", "edges", "--source", "sobel", "--manifest", str(root / "data/manifest.json"),
+    subprocess.run([PY, "-m", "trace_edges", "edges", "--source", "sobel",
+                    "--manifest", str(root / "data/manifest.json"),
                     "--out-dir", str(root / "edges/sobel")], env=_env(), check=True, capture_output=True)
     score = lambda out: [PY, "-m", "trace_edges", "score-edges", "--params", json.dumps(cfg["score"]),  # noqa: E731
                          "--manifest", str(root / "data/manifest.json"), "--edges", str(root / "edges/sobel"),
@@ -106,6 +112,7 @@ def _mount_tmpfs(path: Path, size: str) -> bool:
                           capture_output=True).returncode == 0
 
 
+@pytest.mark.slow
 def test_full_disk_gives_a_clear_error_and_keeps_finished_items(prepared, tmp_path):
     root, _ = prepared
     mnt = tmp_path / "small"
@@ -126,7 +133,8 @@ def test_full_disk_gives_a_clear_error_and_keeps_finished_items(prepared, tmp_pa
             assert load_edge_map(p).ndim == 2
         # more space: the rerun completes, reusing what was finished
         shutil.copytree(mnt / "sobel", tmp_path / "sobel")
-        res = subprocess.run(cmd[:-1] + [str(tmp_path / "sobel")], env=_env(), capture_output=True, text=True, check=True)
+        res = subprocess.run(cmd[:-1] + [str(tmp_path / "sobel")], env=_env(), capture_output=True, text=True,
+                             check=True)
         assert (tmp_path / "sobel/manifest.json").exists()
         assert "reused" in res.stderr
     finally:
@@ -156,6 +164,7 @@ def _student_cmd(root: Path, labels: Path, out: Path) -> list[str]:
             "--labels", str(labels), "--out-dir", str(out), "--seed", "0", "--threads", "1"]
 
 
+@pytest.mark.slow
 def test_kill_during_distillation_then_resume(prepared, student_labels):
     """`distill` (as rules/student.smk runs it) killed -9 once a checkpoint exists: the rerun
     resumes from it and every file it leaves equals an uninterrupted run's, weights included."""
@@ -176,6 +185,7 @@ def test_kill_during_distillation_then_resume(prepared, student_labels):
 
 
 # ------------------------------------------------------------------------------ concurrency
+@pytest.mark.slow
 def test_two_concurrent_stage_runs_into_one_directory(prepared):
     """Two `trace-edges edges` processes writing the same directory (no lock at this level: every
     file is written to its own temp name and renamed, and the maps are deterministic) both succeed,
@@ -230,6 +240,8 @@ def test_invalid_config_value_stops_the_workflow_before_any_job(project, tmp_pat
     assert digest_tree(project / "results", skip=()) == before          # nothing written
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_two_concurrent_snakemake_runs_in_one_directory(project, tmp_path):
     """The second run is refused by Snakemake's lock (naming the cause and --unlock); the first
     is not disturbed and completes.
@@ -258,6 +270,8 @@ def test_two_concurrent_snakemake_runs_in_one_directory(project, tmp_path):
     assert not _locked(project)
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_kill_9_of_a_snakemake_run_then_rerun(project, tmp_path):
     """Snakemake and its running job killed -9 together (a crash) during the scoring job: the
     stale lock is reported with its fix (--unlock); after it, the rerun redoes only the scoring,

@@ -108,9 +108,6 @@ def test_external_rle_polygons_and_sorting(tmp_path):
     m1[2:8, 3:12] = True
     m2 = np.zeros((H, W), bool)
     m2[10:18, 5:25] = True
-    unc = {"size": [H, W], "counts": [int(W * 2 + 0), 0]}  # uncompressed RLE: column-major runs
-    unc_mask = np.zeros((H, W), bool)
-    unc_mask.T.flat[W * 2:] = False
     res = [
         {"image_id": 1, "segmentation": encode_rle(m1), "score": 0.3, "category_id": 1},
         {"image_id": 1, "segmentation": encode_rle(m2), "score": 0.9},

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from workflow_helpers import PY, digest_tree, run, snakemake
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]   # `make test-all` (the fast tier: test_workflow_fast.py)
 
 
 @pytest.fixture(scope="module")
