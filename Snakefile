@@ -63,17 +63,7 @@ PROPOSALS = config["proposals"]["method"]
 MAIN_CHAIN_PRIORITY = 10
 
 
-def code(stage):
-    """The package source files a stage depends on: editing one reruns exactly that stage."""
-    return [os.path.relpath(p, workflow.basedir) for p in stage_sources(stage)]
-
-
-def as_json(block):
-    """A config block as JSON for --params (Snakemake tracks params changes); the rules put it
-    in single quotes, so a single quote inside a value is escaped for the shell."""
-    return json.dumps(block, sort_keys=True).replace("'", "'\\''")
-
-
+include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/edges.smk"
 include: "rules/teacher.smk"

@@ -29,24 +29,7 @@ _AB_T = "|".join(AB_TEACHERS) or "NO_TEACHER"
 _AB_S = "|".join(v for v in AB_STUDENTS if v != "main") or "NO_STUDENT"
 
 
-def ablation_targets():
-    if not AB_ON:
-        return []
-    return [f"{AB}/ablations_tidy.csv", f"{AB}/ablations.md", f"{AB}/figures/ablations.png"]
-
-
 AB_N = expected_num_images(data_block(config))   # images of every ablation cell: one teacher shard
-
-
-def _ab_student(wildcards):
-    """The student variant's directory: the run's own student for 'main', else the ablation's."""
-    return SDIR if wildcards.source == "main" else f"{AB}/student/{wildcards.source}"
-
-
-def _ab_results(wildcards):
-    if wildcards.source == "none":
-        return f"{AB}/proposals/{PROPOSALS}/proposals.json"
-    return f"{AB}/bgp/{wildcards.source}/instances.json"
 
 
 use rule prepare as ab_prepare with:
@@ -148,7 +131,7 @@ use rule student_infer as ab_student_infer with:
     output:
         f"{AB}/edges/{{source}}/manifest.json",
     wildcard_constraints:
-        source="main|" + _AB_S,
+        source=f"main|{_AB_S}",
     log:
         f"{LOGS}/ablations/student_infer_{{source}}.log",
     benchmark:
@@ -180,7 +163,7 @@ use rule score_uis as ab_score_uis with:
     output:
         f"{AB}/metrics/uis/{{source}}.json",
     wildcard_constraints:
-        source="none|" + _AB_V,
+        source=f"none|{_AB_V}",
     log:
         f"{LOGS}/ablations/score_uis_{{source}}.log",
     benchmark:
@@ -217,8 +200,10 @@ rule ablation_table:
         png=report(f"{AB}/figures/ablations.png", category="Ablations", caption="../docs/report/ablations.rst"),
         pdf=f"{AB}/figures/ablations.pdf",
     params:
+        preset=PRESET,
+        te=te,
         cells=shlex.quote(json.dumps(cells_json(AB_EXP))),
-        out_dir=AB,
+        out_dir=lambda w, output: os.path.dirname(output.tidy),
         dpi=config["report"]["dpi"],
         edge_flag="" if AB_EDGE_METRICS else "--no-edge-metrics",
     log:
@@ -232,6 +217,6 @@ rule ablation_table:
     conda:
         ENV
     shell:
-        "{TE} report-ablations --cells {params.cells} --preset {PRESET} --metrics-dir {params.out_dir}/metrics "
+        "{params.te} report-ablations --cells {params.cells} --preset {params.preset} --metrics-dir {params.out_dir}/metrics "
         "--teacher-dir {params.out_dir}/teacher {params.edge_flag} --dpi {params.dpi} --out-dir {params.out_dir} "
         "> {log} 2>&1"

@@ -1,5 +1,6 @@
-# Functions shared by the rule files. `snakemake --lint` asks for functions and rules in separate
-# files; the rule files that use these include this one.
+# Every function of the workflow (`snakemake --lint` wants functions and rules in separate files).
+# Included by the Snakefile before the rule files; the functions read the globals those files
+# define (R, TDIR, AB, ...) when they are called, i.e. after every file has been parsed.
 
 
 def uis_results_path(source):
@@ -7,3 +8,103 @@ def uis_results_path(source):
     if source == "none":
         return f"{R}/proposals/{PROPOSALS}/proposals.json"
     return f"{R}/bgp/{PROPOSALS}/{source}/instances.json"
+
+
+def te(wildcards, input):
+    """The `trace-edges` command line (params `te` of every rule). A function of the job, not a
+    plain value: Snakemake does not compare it between runs, so moving the checkout or the venv
+    does not rerun every job (TE holds absolute paths)."""
+    return TE
+
+
+# ---- from Snakefile
+
+
+def code(stage):
+    """The package source files a stage depends on: editing one reruns exactly that stage."""
+    return [os.path.relpath(p, workflow.basedir) for p in stage_sources(stage)]
+
+
+def as_json(block):
+    """A config block as JSON for --params (Snakemake tracks params changes); the rules put it
+    in single quotes, so a single quote inside a value is escaped for the shell."""
+    return json.dumps(block, sort_keys=True).replace("'", "'\\''")
+
+
+# ---- from rules/teacher.smk
+
+
+def teacher_targets():
+    """What `all` needs from the teacher when it is one of the edge sources."""
+    if "trace_teacher" not in EDGE_SOURCES:
+        return []
+    return [f"{TDIR}/iep.json", f"{TDIR}/labels/manifest.json"]
+
+
+def tiny_model_input(backbone):
+    """A tiny model's build output (so Snakemake builds it first); hub models need no input.
+    Tiny models live at build/models/tiny-<family> (rule build_tiny_models)."""
+    if not backbone["tiny"]:
+        return []
+    expected = f"build/models/tiny-{backbone['family']}"
+    if os.path.normpath(backbone["model"]) != expected:
+        raise ValueError(f"config: a tiny {backbone['family']} model must live at {expected} "
+                         f"(got model: {backbone['model']!r}); fix: set model: {expected} or tiny: false")
+    return [f"{expected}/{tiny_marker(backbone['family'])}"]
+
+
+def _model_input(wildcards):
+    return tiny_model_input(TBB)
+
+
+def _tiny_families():
+    """Every backbone family the run loads as a tiny model: the main teacher's and the ablation
+    grids' (Table 5's backbone grid needs all of them)."""
+    blocks = [TBB] + [t["backbone"] for t in AB_EXP.teachers.values()]
+    return sorted({b["family"] for b in blocks if b["tiny"]})
+
+
+# ---- from rules/student.smk
+
+
+def student_targets():
+    if "trace_student" not in EDGE_SOURCES:
+        return []
+    return [f"{SDIR}/model.json", f"{R}/figures/student_strip.png"]
+
+
+# ---- from rules/ablations.smk
+
+
+def ablation_targets():
+    if not AB_ON:
+        return []
+    return [f"{AB}/ablations_tidy.csv", f"{AB}/ablations.md", f"{AB}/figures/ablations.png"]
+
+
+def _ab_student(wildcards):
+    """The student variant's directory: the run's own student for 'main', else the ablation's."""
+    return SDIR if wildcards.source == "main" else f"{AB}/student/{wildcards.source}"
+
+
+def _ab_results(wildcards):
+    if wildcards.source == "none":
+        return f"{AB}/proposals/{PROPOSALS}/proposals.json"
+    return f"{AB}/bgp/{wildcards.source}/instances.json"
+
+
+# ---- from rules/figures.smk
+
+
+def teacher_figure_targets():
+    if "trace_teacher" not in EDGE_SOURCES:
+        return []
+    return [f"{R}/figures/teacher_{f}.{ext}" for f in ("pca", "kl", "neighbours") for ext in ("png", "pdf")]
+
+
+def speed_targets():
+    return [f"{R}/figures/speed.{ext}" for ext in ("png", "pdf")] if os.path.exists(SPEED_JSON) else []
+
+
+def backbone_figure_targets():
+    return [f"{R}/figures/backbones_pca.{ext}" for ext in ("png", "pdf")] if BACKBONE_BLOCKS else []

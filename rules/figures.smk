@@ -1,15 +1,16 @@
 # Tables and figures, registered for `snakemake --report`.
 
-_METRICS = (
-    [f"{R}/metrics/uis/{s}.json" for s in UIS_SOURCES]
-    + [f"{R}/metrics/wps/{s}.json" for s in UIS_SOURCES]
-    + [f"{R}/metrics/edges/{s}.json" for s in EDGE_SOURCES]
-)
+_METRICS = [
+    *(f"{R}/metrics/uis/{s}.json" for s in UIS_SOURCES),
+    *(f"{R}/metrics/wps/{s}.json" for s in UIS_SOURCES),
+    *(f"{R}/metrics/edges/{s}.json" for s in EDGE_SOURCES),
+]
 
+_ORACLE_NOTE = (" (ORACLE ground-truth semantics: isolates what the edges add)"
+                if config["wps"]["semantic_source"] == "oracle_gt" else "")
 _NOTES = [
     f"preset `{PRESET}`, dataset `{config['data']['dataset']}`; UIS proposals: `{PROPOSALS}`; "
-    f"WPS semantic source: `{config['wps']['semantic_source']}`"
-    + (" (ORACLE ground-truth semantics: isolates what the edges add)" if config["wps"]["semantic_source"] == "oracle_gt" else ""),
+    f"WPS semantic source: `{config['wps']['semantic_source']}`{_ORACLE_NOTE}",
     "row `none` = the baseline without edges (proposals as they are; semantic regions split by connectivity only).",
 ]
 
@@ -25,9 +26,11 @@ rule tables:
         tidy=f"{R}/tables/metrics_tidy.csv",
         summary=f"{R}/tables/summary.json",
     params:
+        preset=PRESET,
+        te=te,
         sources=" ".join(UIS_SOURCES),
-        notes=" ".join("--note " + shlex.quote(n) for n in _NOTES),
-        out_dir=f"{R}/tables",
+        notes=" ".join(f"--note {shlex.quote(n)}" for n in _NOTES),
+        out_dir=lambda w, output: os.path.dirname(output.csv),
     log:
         f"{LOGS}/tables.log",
     benchmark:
@@ -39,7 +42,7 @@ rule tables:
     conda:
         ENV
     shell:
-        "{TE} report-tables --metrics {input.metrics} --preset {PRESET} --sources {params.sources} "
+        "{params.te} report-tables --metrics {input.metrics} --preset {params.preset} --sources {params.sources} "
         "{params.notes} --out-dir {params.out_dir} > {log} 2>&1"
 
 
@@ -54,6 +57,7 @@ rule figure_qualitative:
         png=report(f"{R}/figures/qualitative.png", category="Figures", caption="../docs/report/qualitative.rst"),
         pdf=f"{R}/figures/qualitative.pdf",
     params:
+        te=te,
         edges=" ".join(f"{s}={R}/edges/{s}" for s in EDGE_SOURCES),
         results=" ".join(f"{s}={uis_results_path(s)}" for s in UIS_SOURCES),
         ids=" ".join(str(i) for i in config["report"]["qualitative_images"]),
@@ -69,7 +73,7 @@ rule figure_qualitative:
     conda:
         ENV
     shell:
-        "{TE} report-figure --manifest {input.manifest} --edges {params.edges} --results {params.results} "
+        "{params.te} report-figure --manifest {input.manifest} --edges {params.edges} --results {params.results} "
         "--image-ids {params.ids} --dpi {params.dpi} --out-png {output.png} --out-pdf {output.pdf} > {log} 2>&1"
 
 
@@ -90,8 +94,9 @@ rule figure_bgp:
         png=report(f"{R}/figures/bgp_steps.png", category="Figures", caption="../docs/report/bgp_steps.rst"),
         pdf=f"{R}/figures/bgp_steps.pdf",
     params:
+        te=te,
         bgp=as_json(config["bgp"]),
-        edges_dir=f"{R}/edges/{_BGP_FIG_SOURCE}",
+        edges_dir=lambda w, input: os.path.dirname(input.edges),
         image=f"--image-id {_BGP_FIG_IMAGE}" if _BGP_FIG_IMAGE else "",
         dpi=config["report"]["dpi"],
     log:
@@ -105,7 +110,7 @@ rule figure_bgp:
     conda:
         ENV
     shell:
-        "{TE} report-bgp-figure --params '{params.bgp}' --manifest {input.manifest} --proposals {input.proposals} "
+        "{params.te} report-bgp-figure --params '{params.bgp}' --manifest {input.manifest} --proposals {input.proposals} "
         "--edges {params.edges_dir} {params.image} --dpi {params.dpi} --out-png {output.png} --out-pdf {output.pdf} "
         "> {log} 2>&1"
 
@@ -113,12 +118,6 @@ rule figure_bgp:
 # ---- teacher figures (paper Fig. 1b, IEP curves, Fig. 5) on one image -------------------------
 _TFIG_IMAGE = (config["report"]["qualitative_images"] or [None])[0]
 _TFIG_CAPTION = "../docs/report/teacher_figures.rst"
-
-
-def teacher_figure_targets():
-    if "trace_teacher" not in EDGE_SOURCES:
-        return []
-    return [f"{R}/figures/teacher_{f}.{ext}" for f in ("pca", "kl", "neighbours") for ext in ("png", "pdf")]
 
 
 rule teacher_figures:
@@ -138,11 +137,12 @@ rule teacher_figures:
         neighbours_png=report(f"{R}/figures/teacher_neighbours.png", category="Teacher", caption=_TFIG_CAPTION),
         neighbours_pdf=f"{R}/figures/teacher_neighbours.pdf",
     params:
+        te=te,
         teacher=as_json(TEACHER),
         image=f"--image-id {_TFIG_IMAGE}" if _TFIG_IMAGE is not None else "--image-id first",
         dpi=config["report"]["dpi"],
         seed=config["seed"],
-        out_dir=f"{R}/figures",  # the command writes teacher_<figure>.{png,pdf} there: the outputs above
+        out_dir=lambda w, output: os.path.dirname(output.pca_png),  # teacher_<figure>.{png,pdf} there
     log:
         f"{LOGS}/figures/teacher_figures.log",
     benchmark:
@@ -154,7 +154,7 @@ rule teacher_figures:
     conda:
         ENV
     shell:
-        "{TE} teacher-figure --figure all --params '{params.teacher}' --manifest {input.manifest} "
+        "{params.te} teacher-figure --figure all --params '{params.teacher}' --manifest {input.manifest} "
         "{params.image} --iep {input.iep} --seed {params.seed} --dpi {params.dpi} "
         "--out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
 
@@ -166,10 +166,6 @@ rule teacher_figures:
 SPEED_JSON = f"results/benchmarks/speed_{PRESET}.json"
 
 
-def speed_targets():
-    return [f"{R}/figures/speed.{ext}" for ext in ("png", "pdf")] if os.path.exists(SPEED_JSON) else []
-
-
 rule speed_figure:
     """Teacher (trajectory + IEP + ABDiv) vs student (one pass) ms/img, ours beside the paper's 81x."""
     input:
@@ -179,6 +175,7 @@ rule speed_figure:
         png=report(f"{R}/figures/speed.png", category="Student", caption="../docs/report/speed.rst"),
         pdf=f"{R}/figures/speed.pdf",
     params:
+        te=te,
         dpi=config["report"]["dpi"],
     log:
         f"{LOGS}/figures/speed.log",
@@ -191,7 +188,7 @@ rule speed_figure:
     conda:
         ENV
     shell:
-        "{TE} report-speed --speed-json {input.speed} --dpi {params.dpi} --out-png {output.png} "
+        "{params.te} report-speed --speed-json {input.speed} --dpi {params.dpi} --out-png {output.png} "
         "--out-pdf {output.pdf} > {log} 2>&1"
 
 
@@ -207,6 +204,7 @@ rule paper_vs_ours:
     output:
         f"{R}/paper_vs_ours.md",
     params:
+        te=te,
         config=as_json(config),
         ablations=f"--ablations {R}/ablations/ablations_tidy.csv" if AB_ON else "",
         speed=f"--speed {SPEED_JSON}" if os.path.exists(SPEED_JSON) else "",
@@ -221,7 +219,7 @@ rule paper_vs_ours:
     conda:
         ENV
     shell:
-        "{TE} report-paper-vs-ours --config '{params.config}' --summary {input.summary} {params.ablations} "
+        "{params.te} report-paper-vs-ours --config '{params.config}' --summary {input.summary} {params.ablations} "
         "{params.speed} --out {output} > {log} 2>&1"
 
 
@@ -242,6 +240,8 @@ rule publish_paper_vs_ours:
     resources:
         mem_mb=200,
         runtime=2,
+    conda:
+        ENV
     shell:
         "cp {input} {output}.tmp && mv {output}.tmp {output} && echo 'copied {input} -> {output}' > {log}"
 
@@ -249,10 +249,6 @@ rule publish_paper_vs_ours:
 # ---- Fig. 8 analogue: self-attention PCA per backbone (the `backbone` ablation grid's teachers) --
 _BB_CELLS = [c for c in AB_EXP.cells if c.grid == "backbone" and c.edges == "teacher"]
 BACKBONE_BLOCKS = {c.cell: AB_TEACHERS[c.variant] for c in _BB_CELLS}
-
-
-def backbone_figure_targets():
-    return [f"{R}/figures/backbones_pca.{ext}" for ext in ("png", "pdf")] if BACKBONE_BLOCKS else []
 
 
 rule figure_backbones:
@@ -265,6 +261,7 @@ rule figure_backbones:
         png=report(f"{R}/figures/backbones_pca.png", category="Teacher", caption=_TFIG_CAPTION),
         pdf=f"{R}/figures/backbones_pca.pdf",
     params:
+        te=te,
         backbones=as_json(BACKBONE_BLOCKS),
         teacher=as_json(TEACHER),
         image=f"--image-id {_TFIG_IMAGE}" if _TFIG_IMAGE is not None else "--image-id first",
@@ -282,6 +279,6 @@ rule figure_backbones:
     conda:
         ENV
     shell:
-        "{TE} teacher-figure --figure backbones --params '{params.teacher}' --backbones '{params.backbones}' "
+        "{params.te} teacher-figure --figure backbones --params '{params.teacher}' --backbones '{params.backbones}' "
         "--manifest {input.manifest} {params.image} --seed {params.seed} --dpi {params.dpi} "
         "--out-png {output.png} --out-pdf {output.pdf} --threads {threads} > {log} 2>&1"

@@ -3,7 +3,7 @@
 # {params.te}: the `trace-edges` command line (why a function of `input`: rules/data.smk).
 
 
-include: "common.smk"  # uis_results_path (rules/figures.smk uses it too)
+
 
 
 rule score_uis:

@@ -6,12 +6,6 @@
 SDIR = f"{R}/student/{TFAM}"
 
 
-def student_targets():
-    if "trace_student" not in EDGE_SOURCES:
-        return []
-    return [f"{SDIR}/model.json", f"{R}/figures/student_strip.png"]
-
-
 rule distill:
     """Train LoRA + edge decoder on the teacher's ternary labels (resumable, seeded)."""
     input:
@@ -25,6 +19,7 @@ rule distill:
         curve=report(f"{SDIR}/training_curve.png", category="Student", caption="../docs/report/student.rst"),
         metrics=f"{SDIR}/metrics.csv",
     params:
+        te=te,
         student=as_json(config["student"]),
         teacher=as_json(TEACHER),
         seed=config["seed"],
@@ -42,7 +37,7 @@ rule distill:
     conda:
         ENV
     shell:
-        "{TE} distill --params '{params.student}' --teacher-params '{params.teacher}' "
+        "{params.te} distill --params '{params.student}' --teacher-params '{params.teacher}' "
         "--manifest {input.manifest} --labels {input.labels} --out-dir {params.out_dir} --seed {params.seed} "
         "--threads {threads} > {log} 2>&1"
 
@@ -57,6 +52,7 @@ rule student_infer:
     output:
         f"{R}/edges/trace_student/manifest.json",
     params:
+        te=te,
         out_dir=lambda w, output: os.path.dirname(output[0]),
     log:
         f"{LOGS}/student/infer.log",
@@ -71,7 +67,7 @@ rule student_infer:
     conda:
         ENV
     shell:
-        "{TE} student-infer --model {input.model} --manifest {input.manifest} --out-dir {params.out_dir} "
+        "{params.te} student-infer --model {input.model} --manifest {input.manifest} --out-dir {params.out_dir} "
         "--threads {threads} > {log} 2>&1"
 
 
@@ -87,9 +83,10 @@ rule student_figure:
         png=report(f"{R}/figures/student_strip.png", category="Student", caption="../docs/report/student.rst"),
         pdf=f"{R}/figures/student_strip.pdf",
     params:
+        te=te,
         ids=" ".join(str(i) for i in config["report"]["qualitative_images"]),
         dpi=config["report"]["dpi"],
-        teacher_dir=f"{R}/edges/trace_teacher",
+        teacher_dir=lambda w, input: os.path.dirname(input.teacher),
     log:
         f"{LOGS}/figures/student_strip.log",
     benchmark:
@@ -101,5 +98,5 @@ rule student_figure:
     conda:
         ENV
     shell:
-        "{TE} student-figure --manifest {input.manifest} --teacher-edges {params.teacher_dir} --model {input.model} "
+        "{params.te} student-figure --manifest {input.manifest} --teacher-edges {params.teacher_dir} --model {input.model} "
         "--image-ids {params.ids} --dpi {params.dpi} --out-png {output.png} --out-pdf {output.pdf} > {log} 2>&1"

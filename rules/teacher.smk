@@ -9,36 +9,6 @@ TDIR = f"{R}/teacher/{TFAM}"
 N_SHARDS = num_shards(expected_num_images(config["data"]), TEACHER["shard_size"])
 
 
-def teacher_targets():
-    """What `all` needs from the teacher when it is one of the edge sources."""
-    if "trace_teacher" not in EDGE_SOURCES:
-        return []
-    return [f"{TDIR}/iep.json", f"{TDIR}/labels/manifest.json"]
-
-
-def tiny_model_input(backbone):
-    """A tiny model's build output (so Snakemake builds it first); hub models need no input.
-    Tiny models live at build/models/tiny-<family> (rule build_tiny_models)."""
-    if not backbone["tiny"]:
-        return []
-    expected = f"build/models/tiny-{backbone['family']}"
-    if os.path.normpath(backbone["model"]) != expected:
-        raise ValueError(f"config: a tiny {backbone['family']} model must live at {expected} "
-                         f"(got model: {backbone['model']!r}); fix: set model: {expected} or tiny: false")
-    return [f"{expected}/{tiny_marker(backbone['family'])}"]
-
-
-def _model_input(wildcards):
-    return tiny_model_input(TBB)
-
-
-def _tiny_families():
-    """Every backbone family the run loads as a tiny model: the main teacher's and the ablation
-    grids' (Table 5's backbone grid needs all of them)."""
-    blocks = [TBB] + [t["backbone"] for t in AB_EXP.teachers.values()]
-    return sorted({b["family"] for b in blocks if b["tiny"]})
-
-
 TINY_FAMILIES = _tiny_families()
 
 
@@ -51,6 +21,7 @@ rule build_tiny_models:
     output:
         [f"build/models/tiny-{f}/{tiny_marker(f)}" for f in TINY_FAMILIES],
     params:
+        te=te,
         families=" ".join(TINY_FAMILIES),
         seed=config["seed"],
     log:
@@ -65,7 +36,7 @@ rule build_tiny_models:
     conda:
         ENV
     shell:
-        "{TE} build-tiny --family {params.families} --seed {params.seed} --out-root build/models > {log} 2>&1"
+        "{params.te} build-tiny --family {params.families} --seed {params.seed} --out-root build/models > {log} 2>&1"
 
 
 rule trajectory:
@@ -78,6 +49,7 @@ rule trajectory:
     output:
         shard=f"{TDIR}/trajectory/shard_{{shard}}.json",
     params:
+        te=te,
         teacher=as_json(TEACHER),
         seed=config["seed"],
         out_dir=lambda w, output: os.path.dirname(output.shard),
@@ -97,7 +69,7 @@ rule trajectory:
     conda:
         ENV
     shell:
-        "{TE} trajectory --params '{params.teacher}' --manifest {input.manifest} --shard {wildcards.shard} "
+        "{params.te} trajectory --params '{params.teacher}' --manifest {input.manifest} --shard {wildcards.shard} "
         "--seed {params.seed} --out-dir {params.out_dir} {params.latency} --threads {threads} > {log} 2>&1"
 
 
@@ -108,6 +80,8 @@ rule iep:
         code=code("teacher"),
     output:
         f"{TDIR}/iep.json",
+    params:
+        te=te,
     log:
         f"{LOGS}/teacher/iep.log",
     benchmark:
@@ -119,7 +93,7 @@ rule iep:
     conda:
         ENV
     shell:
-        "{TE} iep --shards {input.shards} --out {output} > {log} 2>&1"
+        "{params.te} iep --shards {input.shards} --out {output} > {log} 2>&1"
 
 
 rule teacher_labels:
@@ -133,6 +107,7 @@ rule teacher_labels:
         labels=f"{TDIR}/labels/manifest.json",
         edges=f"{R}/edges/trace_teacher/manifest.json",
     params:
+        te=te,
         teacher=as_json(TEACHER),
         out_dir=lambda w, output: os.path.dirname(output.labels),
         edges_dir=lambda w, output: os.path.dirname(output.edges),
@@ -148,5 +123,5 @@ rule teacher_labels:
     conda:
         ENV
     shell:
-        "{TE} teacher-labels --params '{params.teacher}' --manifest {input.manifest} --shards {input.shards} "
+        "{params.te} teacher-labels --params '{params.teacher}' --manifest {input.manifest} --shards {input.shards} "
         "--out-dir {params.out_dir} --edges-dir {params.edges_dir} > {log} 2>&1"

@@ -116,4 +116,5 @@ def cells_json(exp: Expansion) -> list[dict[str, Any]]:
             for c in exp.cells]
 
 
-__all__ = ["VARIANT_NAME", "Cell", "Expansion", "cells_json", "data_block", "digest", "expand", "student_variant", "teacher_variant", "variants"]
+__all__ = ["VARIANT_NAME", "Cell", "Expansion", "cells_json", "data_block", "digest", "expand", "student_variant",
+           "teacher_variant", "variants"]

@@ -88,7 +88,8 @@ def check_hashes(root: Path, stage: str) -> Iterator[Row]:
                 if not f.is_file():
                     yield Row(f"{rel}/{relpath}", "hash", "missing")
                 elif md5_file(f) != want:
-                    yield Row(f"{rel}/{relpath}", "hash", "differs", f"md5 {md5_file(f)[:10]}… != recorded {want[:10]}…")
+                    yield Row(f"{rel}/{relpath}", "hash", "differs",
+                              f"md5 {md5_file(f)[:10]}… != recorded {want[:10]}…")
                 else:
                     yield Row(f"{rel}/{relpath}", "hash", "match")
             for f in sorted(p for p in target.rglob("*") if p.is_file()):
@@ -200,7 +201,8 @@ def default_configfiles(root: Path, stage: str) -> list[Path]:
     return files
 
 
-def audit(root: str | Path = ".", stage: str = "embedded", configfiles: Iterable[str | Path] | None = None) -> list[Row]:
+def audit(root: str | Path = ".", stage: str = "embedded",
+          configfiles: Iterable[str | Path] | None = None) -> list[Row]:
     root = Path(root)
     config = load_workflow_config(*(list(configfiles) if configfiles else default_configfiles(root, stage)))
     return list(check_hashes(root, stage)) + list(check_provenance(root, stage, config))

@@ -16,7 +16,8 @@ importing it. An edge ``a -> b`` exists when module ``a``
 
 Importing a module runs its parent packages' ``__init__.py``, so they belong to the closure too,
 with their top-level imports (a package reached only that way cannot have its functions called,
-so its lazy imports and registrations are not followed; see :func:`closure`). Not an edge: ``trace_edges.cli`` importing the subcommand modules by bare name
+so its lazy imports and registrations are not followed; see :func:`closure`). Not an edge:
+``trace_edges.cli`` importing the subcommand modules by bare name
 (``COMMAND_MODULES`` via importlib): every job imports them only to register its arguments, and a
 stage's own subcommand module is its entry, so the closure holds the code it really runs.
 

@@ -277,7 +277,8 @@ class Backbone:
         ``stride=100`` -> ``[0, 99, 199, ..., 999]`` (11 steps, paper Fig. 1). For ``stride=1``
         the duplicate 0 is dropped (``[0, 1, ..., 999]``).
         """
-        if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or not 1 <= stride <= NUM_TRAIN_TIMESTEPS:
+        if (isinstance(stride, bool) or not isinstance(stride, (int, np.integer))
+                or not 1 <= stride <= NUM_TRAIN_TIMESTEPS):
             raise ConfigError(f"timestep stride must be an int in [1, {NUM_TRAIN_TIMESTEPS}], got {stride!r}")
         grid = [0] + [k * int(stride) - 1 for k in range(1, NUM_TRAIN_TIMESTEPS // int(stride) + 1)]
         return sorted(set(grid))

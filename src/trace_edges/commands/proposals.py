@@ -14,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                          f"{' | '.join(PROPOSERS)})")
     add_common(p)
     p.add_argument("--manifest", required=True)
-    p.add_argument("--out", required=True, help="COCO results JSON, e.g. results/<preset>/proposals/<method>/proposals.json")
+    p.add_argument("--out", required=True,
+                   help="COCO results JSON, e.g. results/<preset>/proposals/<method>/proposals.json")
     p.set_defaults(func=run)
 
     p = sub.add_parser("build-tiny-vit", help="build a tiny random ViT (transformers layout) for MaskCut")

@@ -1,4 +1,5 @@
-"""``trace-edges report-tables | report-figure | student-figure | report-speed | report-ablations | report-paper-vs-ours``: tables and figures."""
+"""Tables and figures: ``trace-edges report-tables | report-figure | student-figure | report-speed |
+report-ablations | report-paper-vs-ours``."""
 
 from __future__ import annotations
 
@@ -59,7 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", required=True)
     p.add_argument("--metrics-dir", required=True, help="ablations/metrics (uis/<variant>.json, edges/<variant>.json)")
     p.add_argument("--teacher-dir", required=True, help="ablations/teacher (<variant>/latency_0.json)")
-    p.add_argument("--no-edge-metrics", action="store_true", help="cells have UIS metrics only (ablations.edge_metrics)")
+    p.add_argument("--no-edge-metrics", action="store_true",
+                   help="cells have UIS metrics only (ablations.edge_metrics)")
     p.add_argument("--dpi", type=int, default=150)
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=run_ablations)
@@ -95,7 +97,8 @@ def run_bgp_figure(args: argparse.Namespace) -> None:
     from trace_edges.edges.store import EdgeSet
     from trace_edges.report.bgp_figure import bgp_figure
 
-    image_id = args.image_id if args.image_id is not None else min(r["id"] for r in load_manifest(args.manifest)["images"])
+    image_id = (args.image_id if args.image_id is not None
+                else min(r["id"] for r in load_manifest(args.manifest)["images"]))
     counts = bgp_figure(args.manifest, args.proposals, args.edges, bgp_params(json.loads(args.params)),
                         args.out_png, args.out_pdf, image_id=image_id, edge_label=EdgeSet(args.edges).source,
                         dpi=args.dpi)

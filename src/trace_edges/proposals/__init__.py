@@ -17,7 +17,7 @@ schema's ``proposals.method`` enum must list the same names (``tests/test_regist
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from trace_edges.errors import ConfigError

@@ -105,7 +105,8 @@ class RunFacts:
             if block == "proposals" and self.proposals != want:
                 if want in BUILTIN_PROPOSALS:
                     return f"proposals.method: {want} (this run: {self.proposals})"
-                return f"{want} proposals (proposals.method: external, external.name: {want}; this run: {self.proposals})"
+                return (f"{want} proposals (proposals.method: external, external.name: {want}; "
+                        f"this run: {self.proposals})")
         return None
 
 

@@ -58,7 +58,8 @@ def student_strip_figure(manifest_path: str | Path, teacher_edges: str | Path, m
                 ax.set_title(cols[c])
             if c == 0:
                 ax.set_ylabel(str(iid))
-    note = " — tiny random model: machinery check, not the paper's result" if meta.get("backbone", {}).get("tiny") else ""
+    tiny = meta.get("backbone", {}).get("tiny")
+    note = " — tiny random model: machinery check, not the paper's result" if tiny else ""
     fig.suptitle(f"Student edges over training vs the teacher (paper Fig. 4 analogue){note}", fontsize=7)
     style.save(fig, out_png, out_pdf, dpi=dpi)
 

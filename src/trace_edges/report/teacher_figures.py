@@ -290,7 +290,8 @@ def backbones_pca_figure(runs: Sequence[tuple[str, TrajectorySA, Mapping[str, An
         pcs = pca_rgb([res.sa[k0], res.sa[ks]], res.grid)
         a = res.abdiv[ks]
         panels = [(res.image, "input"), (pcs[0], f"SA PCA, τ = {res.steps[0]}\n(no IEP)"),
-                  (pcs[1], f"SA PCA, t* = {res.t_star}\n(IEP)"), (None, f"ABDiv at t*\n{res.grid[0]}×{res.grid[1]} grid")]
+                  (pcs[1], f"SA PCA, t* = {res.t_star}\n(IEP)"),
+                  (None, f"ABDiv at t*\n{res.grid[0]}×{res.grid[1]} grid")]
         encoder = res.encoder
         if encoder:  # a non-diffusion control: one read of the clean image, nothing to pick an IEP from
             panels[1:] = [(pcs[0], "SA PCA\n(image encoder)"), ("", "no trajectory:\nno IEP"),

@@ -164,7 +164,8 @@ def _shard_entries(shard_files: Sequence[str | Path]):
     for sf in shard_files:
         shard = read_json(sf, what="trajectory shard file")
         for iid in shard["images"]:
-            yield shard, Path(sf).parent, iid, read_json(Path(sf).parent / f"{iid}.json", what="per-image trajectory record")
+            rec = read_json(Path(sf).parent / f"{iid}.json", what="per-image trajectory record")
+            yield shard, Path(sf).parent, iid, rec
 
 
 def run_iep(shard_files: Sequence[str | Path], out_json: str | Path) -> dict:

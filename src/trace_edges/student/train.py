@@ -194,7 +194,8 @@ def evaluate(model: StudentModel, samples: Sequence[Sample], loss_params: Mappin
 # ---------------------------------------------------------------------------------------------
 # files
 # ---------------------------------------------------------------------------------------------
-def save_weights(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> None:
+def save_weights(path: str | Path, tensors: Mapping[str, torch.Tensor],
+                 metadata: Mapping[str, str] | None = None) -> None:
     """Write tensors as safetensors, atomically. Give at most one metadata key: safetensors does
     not preserve the order of several, so the bytes would differ between identical runs."""
     from safetensors.torch import save_file
@@ -435,6 +436,7 @@ def _fmt(v: Any) -> str:
     return "n/a" if v is None else f"{v:.4f}"
 
 
-__all__ = ["CACHE_BYTES", "CHECKPOINT_FORMAT", "METRIC_COLUMNS", "Sample", "SampleSet", "Trainer", "epoch_order", "evaluate", "load_labels",
+__all__ = ["CACHE_BYTES", "CHECKPOINT_FORMAT", "METRIC_COLUMNS", "Sample", "SampleSet", "Trainer", "epoch_order",
+           "evaluate", "load_labels",
            "make_sample", "snapshot_steps", "split_train_val", "step_seed",
            "write_metrics_csv"]
