@@ -57,7 +57,7 @@ UIS_SOURCES = ["none"] + EDGE_SOURCES  # 'none' = the base proposals without BGP
 PROPOSALS = config["proposals"]["method"]
 
 
-# The main teacher -> student chain is the run's critical path (build model, invert, IEP, labels,
+# The main teacher -> student chain is the run's critical path (build model, trajectory, labels,
 # distill, infer, edge scoring): among ready jobs Snakemake starts it first and fills the other
 # cores with the ablation grid's independent jobs (results/benchmarks/workflow_embedded.json).
 MAIN_CHAIN_PRIORITY = 10

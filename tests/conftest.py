@@ -47,6 +47,25 @@ def coco_mini() -> Path:
     return COCO_MINI
 
 
+@pytest.fixture(scope="session")
+def rgb_37777():
+    """COCO val2017 image 37777 (uint8 RGB), the teacher tests' image."""
+    from trace_edges.data.images import load_rgb
+
+    return load_rgb(COCO_MINI / "images" / "000000037777.jpg")
+
+
+@pytest.fixture(scope="session")
+def sd3_walk_37777(rgb_37777):
+    """The tiny SD3 teacher walked on image 37777 with the default teacher block, SA kept
+    (tests/test_attention_views.py and tests/test_teacher_figures.py share it)."""
+    from trace_edges.backbones.tiny import tiny_backbone
+    from trace_edges.config import validate
+    from trace_edges.teacher import attention_views as av
+
+    return av.walk_trajectory(tiny_backbone("sd3"), rgb_37777, validate({}, block="teacher"))
+
+
 @dataclass(frozen=True)
 class EmbeddedRun:
     workdir: Path                 # a git repo holding a copy of the project, after the run

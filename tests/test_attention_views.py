@@ -13,7 +13,6 @@ import torch
 
 from trace_edges.backbones.tiny import tiny_backbone
 from trace_edges.config import validate
-from trace_edges.data.images import load_rgb
 from trace_edges.errors import ConfigError, DataError
 from trace_edges.teacher import attention_views as av
 
@@ -27,13 +26,8 @@ def _one_thread(one_torch_thread):
 
 
 @pytest.fixture(scope="module")
-def rgb(coco_mini):
-    return load_rgb(coco_mini / "images" / "000000037777.jpg")
-
-
-@pytest.fixture(scope="module")
-def walked(rgb):
-    return av.walk_trajectory(tiny_backbone("sd3"), rgb, PARAMS)
+def walked(sd3_walk_37777):
+    return sd3_walk_37777            # conftest: the tiny SD3 teacher's walk on image 37777, SA kept
 
 
 def _softmax_rows(rng, s, n, d):
@@ -143,12 +137,12 @@ def test_walk_refuses_a_large_grid_before_any_forward():
 
 
 # ------------------------------------------------------------------------------------ the walk
-def test_walk_equals_run_teacher_and_sa_is_the_reference(rgb, walked):
+def test_walk_equals_run_teacher_and_sa_is_the_reference(rgb_37777, walked):
     from trace_edges.teacher.capture import capture_qk
     from trace_edges.teacher.divergence import abdiv, aggregate_attention, iep
     from trace_edges.teacher.trajectory import run_teacher
 
-    ref = run_teacher(tiny_backbone("sd3"), rgb, PARAMS)
+    ref = run_teacher(tiny_backbone("sd3"), rgb_37777, PARAMS)
     assert walked.steps == ref.steps and walked.grid == ref.grid
     assert walked.t_star == ref.t_star and walked.divergence_curve == ref.divergence_curve
     assert np.array_equal(walked.abdiv, ref.abdiv)
@@ -166,7 +160,7 @@ def test_walk_equals_run_teacher_and_sa_is_the_reference(rgb, walked):
     # SA at step 0 (the clean latent) equals aggregate_attention on a fresh capture
     bb = tiny_backbone("sd3")
     with torch.no_grad(), capture_qk(bb) as cap:
-        bb.predict(bb.encode(rgb), 0)
+        bb.predict(bb.encode(rgb_37777), 0)
         c = cap.pop()
     sa0 = aggregate_attention([x.q.float() for x in c], [x.k.float() for x in c], [x.grid for x in c], ref.grid,
                               [x.scale for x in c])

@@ -27,13 +27,8 @@ def _one_thread(one_torch_thread):
 
 
 @pytest.fixture(scope="module")
-def rgb(coco_mini):
-    return load_rgb(coco_mini / "images" / "000000037777.jpg")
-
-
-@pytest.fixture(scope="module")
-def walked(rgb):
-    return av.walk_trajectory(tiny_backbone("sd3"), rgb, PARAMS)
+def walked(sd3_walk_37777):
+    return sd3_walk_37777            # conftest: the tiny SD3 teacher's walk on image 37777, SA kept
 
 
 def _nonempty(*paths):
@@ -53,14 +48,14 @@ def test_trajectory_pca_figure(tmp_path, walked):
     assert not list(tmp_path.glob(".*"))  # no temporaries left behind
 
 
-def test_trajectory_pca_figure_t_star_matches_run_teacher_on_noise(tmp_path, rgb):
+def test_trajectory_pca_figure_t_star_matches_run_teacher_on_noise(tmp_path, rgb_37777):
     from trace_edges.teacher.trajectory import run_teacher
 
     params = dict(PARAMS, trajectory="noise", stride=250, divergence="jsd",
                   backbone=dict(PARAMS["backbone"], tiny=False))
-    res = av.walk_trajectory(tiny_backbone("sd3"), rgb, params, seed=3)
+    res = av.walk_trajectory(tiny_backbone("sd3"), rgb_37777, params, seed=3)
     out = tf.trajectory_pca_figure(res, params, tmp_path / "a.png", tmp_path / "a.pdf", dpi=60)
-    ref = run_teacher(tiny_backbone("sd3"), rgb, params, seed=3)
+    ref = run_teacher(tiny_backbone("sd3"), rgb_37777, params, seed=3)
     assert out["t_star"] == ref.t_star and out["divergence_curve"] == ref.divergence_curve
     assert tf.TINY_NOTE not in out["title"]
     assert "JSD(SA(τ_prev), SA(τ))" in out["title"] and "KL" not in out["title"]
@@ -96,10 +91,10 @@ def _synthetic_iep(path, n=5, divergence="kl"):
     return images
 
 
-def test_kl_curves_figure(tmp_path):
+def test_iep_curves_figure(tmp_path):
     images = _synthetic_iep(tmp_path / "iep.json")
     png, pdf = tmp_path / "kl.png", tmp_path / "kl.pdf"
-    out = tf.kl_curves_figure(tmp_path / "iep.json", png, pdf, dpi=80, tiny=True)
+    out = tf.iep_curves_figure(tmp_path / "iep.json", png, pdf, dpi=80, tiny=True)
     _nonempty(png, pdf)
     assert out["images"] == 5 and out["steps"] == [99, 199, 299, 399, 499]
     assert sum(out["t_star_histogram"].values()) == 5 and list(out["t_star_histogram"]) == out["steps"]
@@ -109,26 +104,26 @@ def test_kl_curves_figure(tmp_path):
     assert out["divergence"] == "kl" and out["ylabel"] == "D_KL(SA(τ_prev) ‖ SA(τ))"
     # deterministic bytes
     png2, pdf2 = tmp_path / "kl2.png", tmp_path / "kl2.pdf"
-    tf.kl_curves_figure(tmp_path / "iep.json", png2, pdf2, dpi=80, tiny=True)
+    tf.iep_curves_figure(tmp_path / "iep.json", png2, pdf2, dpi=80, tiny=True)
     assert png.read_bytes() == png2.read_bytes() and pdf.read_bytes() == pdf2.read_bytes()
 
 
 @pytest.mark.parametrize("divergence, name", [("jsd", "JSD"), ("mse", "MSE"), ("mae", "MAE")])
 def test_iep_curves_figure_names_its_divergence_not_kl(tmp_path, divergence, name):
     _synthetic_iep(tmp_path / "iep.json", n=3, divergence=divergence)
-    out = tf.kl_curves_figure(tmp_path / "iep.json", tmp_path / "c.png", tmp_path / "c.pdf", dpi=60)
+    out = tf.iep_curves_figure(tmp_path / "iep.json", tmp_path / "c.png", tmp_path / "c.pdf", dpi=60)
     _nonempty(tmp_path / "c.png", tmp_path / "c.pdf")
     assert out["divergence"] == divergence and out["ylabel"] == f"{name}(SA(τ_prev), SA(τ))"
     assert "KL" not in out["ylabel"] and "KL" not in out["title"]
 
 
-def test_kl_curves_figure_rejects_a_bad_iep_json(tmp_path):
+def test_iep_curves_figure_rejects_a_bad_iep_json(tmp_path):
     (tmp_path / "empty.json").write_text(json.dumps({"images": {}}))
     with pytest.raises(DataError, match="iep stage"):
-        tf.kl_curves_figure(tmp_path / "empty.json", tmp_path / "a.png", tmp_path / "a.pdf")
+        tf.iep_curves_figure(tmp_path / "empty.json", tmp_path / "a.png", tmp_path / "a.pdf")
     (tmp_path / "bad.json").write_text(json.dumps({"images": {"1": {"t_star": 99}}}))
     with pytest.raises(DataError, match="malformed"):
-        tf.kl_curves_figure(tmp_path / "bad.json", tmp_path / "a.png", tmp_path / "a.pdf")
+        tf.iep_curves_figure(tmp_path / "bad.json", tmp_path / "a.png", tmp_path / "a.pdf")
     assert not (tmp_path / "a.png").exists()
 
 

@@ -140,3 +140,42 @@ def test_changing_one_stage_parameter_reruns_only_its_jobs(workdir, tmp_path):
     for untouched in ("rule prepare:", "rule edges:", "rule proposals:", "rule wps:", "rule score_edges:",
                       "rule trajectory:", "rule iep:", "rule distill:"):
         assert untouched not in out, untouched
+
+
+def _dry_run_after_edit(workdir: Path, rel: str) -> str:
+    """`snakemake -n` with a comment appended to ``rel``; the file (and its mtime) restored after."""
+    import os
+
+    path = workdir / rel
+    text, st = path.read_text(), path.stat()
+    try:
+        path.write_text(text + "\n# an edit\n")
+        return "\n".join(snakemake(["-n", "--cores", "2", *CONFIG], workdir).stdout.splitlines())
+    finally:
+        path.write_text(text)
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_editing_the_thinning_code_reschedules_prepare(workdir):
+    """metrics/thin.py builds the thinned instance-edge GT: the derived code set of `prepare` holds
+    it, so editing it reruns the GT (and everything scored against it), not only the scoring."""
+    out = _dry_run_after_edit(workdir, "src/trace_edges/metrics/thin.py")
+    assert "rule prepare:" in out and "rule score_edges:" in out, out[-3000:]
+
+
+def test_editing_bgp_code_reruns_bgp_and_not_the_teacher(workdir):
+    out = _dry_run_after_edit(workdir, "src/trace_edges/bgp/merge.py")
+    assert "rule bgp:" in out, out[-3000:]
+    for untouched in ("rule prepare:", "rule trajectory:", "rule teacher_labels:", "rule distill:", "rule edges:"):
+        assert untouched not in out, untouched
+    assert "Nothing to be done" in snakemake(["-n", "--cores", "2", *CONFIG], workdir).stdout
+
+
+def test_changing_a_teacher_key_reruns_the_trajectory(workdir, tmp_path):
+    """The trajectory's params are the whole teacher block: a result-affecting key reruns it
+    (tests/test_teacher.py checks every key against the per-image cache key)."""
+    over = tmp_path / "teacher.yaml"
+    over.write_text("teacher:\n  eps: 1.0e-10\n")
+    out = "\n".join(snakemake(["-n", "--cores", "2", *CONFIG, str(over)], workdir).stdout.splitlines())
+    assert "rule trajectory:" in out and "rule teacher_labels:" in out, out[-3000:]
+    assert "rule prepare:" not in out and "rule edges:" not in out

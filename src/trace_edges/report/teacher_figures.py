@@ -128,7 +128,7 @@ def trajectory_pca_figure(res: TrajectorySA, params: Mapping[str, Any], out_png:
 # ---------------------------------------------------------------------------------------------
 # IEP curves + t* histogram (figure id "kl"; the divergence is the one iep.json names)
 # ---------------------------------------------------------------------------------------------
-def kl_curves_figure(iep_json: str | Path, out_png: str | Path, out_pdf: str | Path, *, dpi: int = 150,
+def iep_curves_figure(iep_json: str | Path, out_png: str | Path, out_pdf: str | Path, *, dpi: int = 150,
                      tiny: bool = False, title: str | None = None) -> dict:
     """Per-image IEP curves D(SA(τ_prev), SA(τ)) (thin) + their mean, t* marked; t* histogram.
 
@@ -343,5 +343,5 @@ def draw_teacher_figures(outs: Mapping[str, tuple[str | Path, str | Path]], para
         elif fig == "neighbours":
             results[fig] = neighbour_attention_figure(walk, params, png, pdf, dpi=dpi)
         else:
-            results[fig] = kl_curves_figure(iep_json, png, pdf, dpi=dpi, tiny=bool(params["backbone"].get("tiny")))
+            results[fig] = iep_curves_figure(iep_json, png, pdf, dpi=dpi, tiny=bool(params["backbone"].get("tiny")))
     return results

@@ -255,7 +255,7 @@ def load_iep(iep_json: str | Path) -> dict[str, dict[str, Any]]:
                             path=iep_json, fix="rerun the iep stage (trace-edges iep)")
         if not curve:
             raise DataError(f"image {iid}: empty divergence curve", path=iep_json,
-                            fix="rerun the invert and iep stages")
+                            fix="rerun the trajectory and iep stages")
         out[str(iid)] = {"t_star": t_star, "divergence": divergence, "curve": dict(sorted(curve.items()))}
     names = sorted({r["divergence"] for r in out.values()})
     if len(names) > 1:
