@@ -152,8 +152,8 @@ def test_walk_equals_run_teacher_and_sa_is_the_reference(rgb_37777, walked):
     # t* from the materialised maps with the reference `iep` (Eq. 1) is the same step
     t_ref, curve = iep({t: torch.from_numpy(s) for t, s in zip(walked.steps, walked.sa)})
     assert t_ref == walked.t_star
-    ref = walked.divergence_curve
-    assert all(abs(curve[t] - ref[t]) <= 1e-4 * abs(ref[t]) + 1e-9 for t in curve)
+    want = walked.divergence_curve
+    assert all(abs(curve[t] - want[t]) <= 1e-4 * abs(want[t]) + 1e-9 for t in curve)
     # ABDiv of the materialised SA at t* is the teacher's edge map
     k = walked.index(walked.t_star)
     assert np.allclose(abdiv(torch.from_numpy(walked.sa[k]), walked.grid).numpy(), ref.edge, rtol=1e-4, atol=1e-7)

@@ -34,12 +34,19 @@ SLURM_BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol
 
 
 def _rule_blocks() -> dict[str, str]:
-    """rule name -> its text, for every rule in rules/*.smk."""
+    """rule name -> its text, for every rule in rules/*.smk. A rule reused with `use rule BASE as
+    NAME with:` (the ablation grid's) gets BASE's text followed by its own overrides."""
     blocks: dict[str, str] = {}
+    derived: dict[str, tuple[str, str]] = {}
     for smk in sorted((ROOT / "rules").glob("*.smk")):
-        parts = re.split(r"^rule (\w+):\s*$", smk.read_text(), flags=re.M)
-        for name, body in zip(parts[1::2], parts[2::2]):
-            blocks[name] = body
+        parts = re.split(r"^(?:rule (\w+)|use rule (\w+) as (\w+) with):\s*$", smk.read_text(), flags=re.M)
+        for name, base, alias, body in zip(parts[1::4], parts[2::4], parts[3::4], parts[4::4]):
+            if name:
+                blocks[name] = body
+            else:
+                derived[alias] = (base, body)
+    for alias, (base, body) in derived.items():
+        blocks[alias] = blocks[base] + body
     return blocks
 
 
