@@ -83,7 +83,7 @@ def naive_transition(edge_grid: np.ndarray, radius: int, beta: float) -> np.ndar
     return Ab / Ab.sum(axis=1, keepdims=True)
 
 
-def naive_scores(masks, edge, *, steps, beta, radius, stride, background):
+def naive_scores(masks, edge, *, steps, beta, radius, stride, background, normalise=True):
     eg = pool_edge(edge, stride)
     keep = 1.0 - eg
     cols = [(pool_mask(m, stride) * keep).ravel() for m in masks]
@@ -93,8 +93,35 @@ def naive_scores(masks, edge, *, steps, beta, radius, stride, background):
     S0 = np.stack(cols, axis=1)
     T = naive_transition(eg, radius, beta)
     S = np.linalg.matrix_power(T, steps) @ S0
+    if not normalise:
+        return S.reshape(eg.shape + (-1,))
     mx = S.max(axis=0)
     return (S / np.where(mx > 0, mx, 1)).reshape(eg.shape + (-1,))
+
+
+def naive_irn_labels(G, shape, stride, threshold):
+    """IRN's make_sem_seg_labels decision at full resolution: upsample every map, divide by the
+    global maximum, prepend a constant background map, argmax (first maximum wins)."""
+    ups = np.stack([upsample_bilinear(g, shape, stride) for g in G])
+    ups = ups / ups.max()
+    padded = np.concatenate([np.full((1,) + tuple(shape), float(threshold)), ups])
+    return np.argmax(padded, axis=0) - 1
+
+
+def naive_propagated_masks(masks, edge, *, rule, steps, beta, radius, stride, threshold, background):
+    """Both decision rules on full-resolution maps (dense walk; no crops, no deduplication)."""
+    shape = edge.shape
+    per_mask = rule == "per_mask"
+    S = naive_scores(masks, edge, steps=steps, beta=beta, radius=radius, stride=stride,
+                     background=background and per_mask, normalise=per_mask)
+    G = np.moveaxis(S, -1, 0)
+    if per_mask:
+        ups = [upsample_bilinear(g, shape, stride) for g in G]
+        new = [(u > threshold) & (u >= ups[-1]) if background else u > threshold for u in ups[:len(masks)]]
+    else:
+        lab = naive_irn_labels(G, shape, stride, threshold)
+        new = [lab == k for k in range(len(masks))]
+    return [n if n.any() else m for n, m in zip(new, masks)]
 
 
 def two_squares_scene(size=64):
@@ -301,6 +328,71 @@ def test_fast_walk_equals_naive(background):
         np.testing.assert_allclose(fast, ref, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("rule", ["irn", "per_mask"])
+def test_propagate_masks_equals_naive_full_resolution(rule):
+    """Each rule's fast path (Chebyshev walk, cropped upsampling, IRN's global max found without
+    upsampling every map) gives exactly the masks of the dense full-resolution computation."""
+    rng = np.random.default_rng(11)
+    shape = (26, 30)
+    e = rng.uniform(0, 0.3, size=shape)
+    e[8:20, 12:14] = 0.95
+    masks = [rect(shape, 2, 10, 2, 12), rect(shape, 12, 24, 16, 28), rect(shape, 5, 20, 5, 25),
+             rect(shape, 22, 25, 1, 4)]
+    n_changed = 0
+    for stride, steps, radius, thr in ((1, 256, 5, 0.25), (2, 256, 5, 0.25), (3, 40, 4, 0.1), (4, 256, 3, 0.5)):
+        kw = dict(steps=steps, beta=10, radius=radius, stride=stride, threshold=thr, background=True)
+        fast = propagate_masks(masks, e, rule=rule, **kw)
+        ref = naive_propagated_masks(masks, e, rule=rule, **kw)
+        for f, r in zip(fast, ref):
+            np.testing.assert_array_equal(f, r)
+        n_changed += sum(not np.array_equal(f, m) for f, m in zip(fast, masks))
+    assert n_changed > 0  # propagation did something in these cases
+
+
+def test_irn_assign_equals_full_argmax_with_ties():
+    from trace_edges.bgp.propagate import _Upsampler, irn_assign
+    rng = np.random.default_rng(12)
+    for (H, W), stride in (((37, 45), 4), ((64, 48), 8), ((20, 20), 1), ((33, 17), 3)):
+        h, w = -(-H // stride), -(-W // stride)
+        up = _Upsampler((H, W), (h, w), stride)
+        for trial in range(4):
+            G = rng.uniform(size=(5, h, w)) ** 4
+            G[1] = G[0]                       # a tie: channel 0 keeps it
+            G[3] = 0.0                        # an empty map never wins
+            if trial == 1:
+                G[4] = np.full((h, w), 0.3)   # a flat map: ties with the background after scaling
+            labels, M = irn_assign(G, up, 0.25)
+            ref = naive_irn_labels(G, (H, W), stride, 0.25)
+            np.testing.assert_array_equal(labels, ref)
+            assert M == max(upsample_bilinear(g, (H, W), stride).max() for g in G)
+            assert not (labels == 1).any() and not (labels == 3).any()
+    labels, M = irn_assign(np.zeros((2, 4, 4)), _Upsampler((8, 8), (4, 4), 2), 0.25)
+    assert M == 0.0 and (labels == -1).all()
+
+
+def test_rules_differ_irn_uses_the_global_maximum():
+    """Two closed enclosures of 720 px each. A seeds all of the left one, B only 36 px of the
+    right one. The walk cannot cross the walls, so B's mass (36 px worth) spreads over its
+    enclosure at ~36/720 = 0.05 of A's score. per_mask divides B by its own maximum: B fills its
+    enclosure. IRN divides by the global maximum (A's): B's spread stays under 0.25, it wins no
+    pixel and is returned unchanged (propagation never deletes)."""
+    from scipy import ndimage
+    shape = (48, 48)
+    left, right = rect(shape, 4, 44, 4, 22), rect(shape, 4, 44, 26, 44)
+    e = np.zeros(shape)
+    for box in (left, right):
+        e[ndimage.binary_dilation(box) & ~box] = 1.0
+    a, b = left.copy(), rect(shape, 20, 26, 32, 38)
+    kw = dict(steps=256, beta=10, radius=5, stride=2, threshold=0.25)
+    own = propagate_masks([a, b], e, rule="per_mask", background=True, **kw)
+    irn = propagate_masks([a, b], e, rule="irn", **kw)
+    assert np.array_equal(own[0], a) and np.array_equal(irn[0], a)
+    assert (own[1] & right).sum() >= 0.95 * right.sum() and not (own[1] & ~right).any()
+    assert np.array_equal(irn[1], b)
+    with pytest.raises(ValueError, match="unknown rule"):
+        propagate_masks([a], e, rule="nope")
+
+
 @pytest.mark.parametrize("steps", [0, 1, 7, 64, 256, 1000])
 def test_random_walk_equals_matrix_power(steps):
     rng = np.random.default_rng(2)
@@ -400,7 +492,8 @@ def test_bgp_merges_fragments_of_one_object():
     left = rect(shape, 16, 48, 12, 26)
     right = rect(shape, 16, 48, 38, 52)  # a gap of 12 px without any edge in between
     assert iou(left, right) == 0.0
-    stages = bgp_stages([left, right], [0.4, 0.6], edge, {"propagate": {"stride": 2}, "split": {"min_area": 16}})
+    params = {"propagate": {"stride": 2, "rule": "per_mask"}, "split": {"min_area": 16}}
+    stages = bgp_stages([left, right], [0.4, 0.6], edge, params)
     prop, _ = stages["propagated"]
     assert iou(prop[0], prop[1]) > 0.5  # after propagation both fragments fill the object
     masks, scores = stages["final"]
@@ -408,6 +501,13 @@ def test_bgp_merges_fragments_of_one_object():
     assert scores[0] == pytest.approx(0.6)
     assert iou(masks[0], obj) > 0.9
     assert not (masks[0] & ~obj).any()
+    # IRN's rule partitions the pixels: the fragments grow into complementary halves of the
+    # object and never overlap, so the merge step cannot fuse them
+    params["propagate"]["rule"] = "irn"
+    stages = bgp_stages([left, right], [0.4, 0.6], edge, params)
+    prop, _ = stages["propagated"]
+    assert not (prop[0] & prop[1]).any() and iou(prop[0] | prop[1], obj) > 0.9
+    assert len(stages["final"][0]) == 2
 
 
 def test_bgp_keeps_swallowed_mask():

@@ -162,12 +162,62 @@ def test_iterative_maskcut_finds_both_objects(noise_seed):
     assert len(one) == 1 and np.array_equal(one[0].patches, cuts[0].patches)
 
 
-def test_maskcut_stops_on_tiny_masks():
+def test_maskcut_rejects_tiny_masks_from_round_one():
     feats, a, b = planted_objects()
-    # 16/168 = 9.5 % and 25/168 = 14.9 %: a 10 % floor rejects the small object
+    # 16/168 = 9.5 % and 25/168 = 14.9 %: a 10 % floor rejects the small object, except in round 0
     cuts = maskcut_patches(feats, GRID, n_masks=3, tau=0.2, min_frac=0.10)
-    assert all(c.patches.mean() > 0.10 for c in cuts)
-    assert not any(np.array_equal(c.patches, a) for c in cuts)
+    assert all(c.patches.mean() > 0.10 for c in cuts if c.round >= 1)
+    assert not any(np.array_equal(c.patches, a) for c in cuts if c.round >= 1)
+
+
+def test_maskcut_round_zero_has_no_size_check():
+    """CutLER checks size and overlap only from round 1 on: a one-patch object (1/168 <= 1 %) is
+    the first mask. (The old loop rejected it in round 0 and returned nothing.)"""
+    labels = np.zeros(GRID, dtype=int)
+    labels[5, 6] = 1
+    feats = np.eye(4)[labels.reshape(-1)]
+    cuts = maskcut_patches(feats, GRID, n_masks=3, tau=0.2, min_frac=0.01)
+    assert len(cuts) == 1 and cuts[0].round == 0
+    assert np.array_equal(cuts[0].patches, labels == 1)
+
+
+def test_maskcut_iou_rejection_repeats_the_cut_against_an_empty_mask(monkeypatch):
+    """CutLER's loop: a candidate with IoU > 0.5 with the previous mask is rejected, the mask of
+    that round becomes empty and the graph is unchanged, so the next round finds the same
+    candidate, compares it with the empty mask (IoU 0) and accepts it. Rejected rounds count
+    towards N. (The old loop stopped at the first rejection.) The cut is scripted as a function
+    of the graph: A on the full graph, B once A's patches are disconnected."""
+    from trace_edges.proposals import ncut
+
+    A = np.zeros(GRID, dtype=bool)
+    A[2:6, 2:8] = True
+    B = np.zeros(GRID, dtype=bool)
+    B[2:6, 3:9] = True  # IoU(A, B) = 20 / 28 > 0.5
+    calls = []
+
+    def scripted_fiedler(W):
+        disconnected = np.all(W <= ncut.AFFINITY_EPS, axis=1)
+        m = B if disconnected.any() else A
+        calls.append(bool(disconnected.any()))
+        v = np.where(m.reshape(-1), 1.0, -0.5)
+        v[np.flatnonzero(m.reshape(-1))[0]] = 2.0  # the peak lies in m
+        return v, 0.0
+
+    monkeypatch.setattr(ncut, "fiedler_vector", scripted_fiedler)
+    feats = np.ones((GRID[0] * GRID[1], 3))
+    cuts = ncut.maskcut_patches(feats, GRID, n_masks=3, tau=0.2)
+    assert [c.round for c in cuts] == [0, 2]  # round 1 rejected (IoU 0.71), round 2 accepts B
+    assert np.array_equal(cuts[0].patches, A)
+    assert np.array_equal(cuts[1].patches, B & ~A)  # disjoint: B minus A's patches
+    # with N = 2 the rejected round uses up the budget
+    two = ncut.maskcut_patches(feats, GRID, n_masks=2, tau=0.2)
+    assert [c.round for c in two] == [0]
+    # a too-small candidate after round 0 is rejected in every remaining round
+    Bs = np.zeros(GRID, dtype=bool)
+    Bs[10, 12] = True
+    B[:] = Bs
+    small = ncut.maskcut_patches(feats, GRID, n_masks=3, tau=0.2, min_frac=0.01)
+    assert [c.round for c in small] == [0]
 
 
 def test_upsample_mask():

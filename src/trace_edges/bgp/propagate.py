@@ -7,10 +7,17 @@ area-averaged) we build the IRN transition matrix
     a_ii = 1,
     T    = D^-1 A^{o beta},   D = diag(row sums of A^{o beta}),
 
-and propagate every seed column at once, ``S = T^t S0``, with ``S0[:, k] = m_k * (1 - E)`` and,
-when ``background`` is on, one extra column ``(1 - union of masks) * (1 - E)``. Each column is
-normalised by its maximum, upsampled bilinearly to image size, and mask ``k`` becomes the
-pixels where ``S_k > threshold`` and (with a background column) ``S_k >= S_bg``.
+and propagate every seed column at once, ``S = T^t S0``, with ``S0[:, k] = m_k * (1 - E)``.
+The scores are upsampled bilinearly to image size and turned into masks by one of two rules:
+
+* ``rule="irn"`` (default; IRN's ``step/make_sem_seg_labels.py`` and ``make_ins_seg_labels.py``):
+  every upsampled map is divided by the *global* maximum over all maps and pixels, a constant
+  background map of value ``threshold`` is put first, and each pixel goes to the argmax (the
+  background, then the lower mask index, wins ties). The masks are disjoint.
+* ``rule="per_mask"`` (this project's earlier rule): each column is normalised by its *own*
+  maximum and, when ``background`` is on, one extra column ``(1 - union of masks) * (1 - E)``
+  is propagated too; mask ``k`` becomes the pixels where ``S_k > threshold`` and (with the
+  background column) ``S_k >= S_bg``. Masks may overlap.
 
 Conventions (IRN's code where it exists, see docs/bgp.md):
 
@@ -43,8 +50,12 @@ from trace_edges.bgp.walls import bbox_slices, check_edge
 __all__ = [
     "grid_shape", "pool_edge", "pool_mask", "segment_points", "neighbour_offsets",
     "build_affinity", "build_transition", "chebyshev_power_coeffs", "random_walk",
-    "propagate_scores", "upsample_bilinear", "propagate_masks", "CHEB_TAIL", "DEFAULT_STRIDE",
+    "propagate_scores", "upsample_bilinear", "propagate_masks", "irn_assign", "CHEB_TAIL", "DEFAULT_STRIDE",
+    "RULES",
 ]
+
+#: decision rules of :func:`propagate_masks` (the schema's ``bgp.propagate.rule``)
+RULES = ("irn", "per_mask")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,8 +302,9 @@ def random_walk(T: sp.csr_matrix, S0: np.ndarray, steps: int, *, method: str = "
 def propagate_scores(masks: Sequence[np.ndarray], edge: np.ndarray, *, steps: int = 256,
                      beta: float = 10.0, radius: int = 5, stride: int = DEFAULT_STRIDE,
                      background: bool = True,
-                     method: str = "chebyshev") -> dict:
-    """Run the random walk and return the max-normalised grid scores.
+                     method: str = "chebyshev", normalise: bool = True) -> dict:
+    """Run the random walk and return the grid scores, each column divided by its maximum
+    when ``normalise`` (else the raw ``T^t S0``).
 
     Returns a dict with ``scores`` (``[h, w, C]`` float64: one column per mask, then the
     background column when ``background``), ``seed_mass`` (``[C]``, the sum of each seed column;
@@ -317,8 +329,9 @@ def propagate_scores(masks: Sequence[np.ndarray], edge: np.ndarray, *, steps: in
     seed_mass = S0.sum(axis=0)
     T = build_transition(e, radius=radius, beta=beta, stride=stride)
     S = random_walk(T, S0, steps, method=method)
-    mx = S.max(axis=0) if S.shape[0] else np.zeros(S.shape[1])
-    S = S / np.where(mx > 0, mx, 1.0)
+    if normalise:
+        mx = S.max(axis=0) if S.shape[0] else np.zeros(S.shape[1])
+        S = S / np.where(mx > 0, mx, 1.0)
     return {"scores": S.reshape(h, w, -1), "seed_mass": seed_mass, "grid": (h, w), "nnz": int(T.nnz)}
 
 
@@ -380,17 +393,23 @@ class _Upsampler:
         """The whole upsampled map (bit-identical to every crop of it: the same arithmetic per pixel)."""
         return self._crop(g, slice(None), slice(None))
 
+    def box(self, hot: np.ndarray) -> tuple[slice, slice] | None:
+        """The pixel box whose interpolation quads touch a ``hot`` cell (None if none is)."""
+        cy = np.flatnonzero(hot.any(axis=1))
+        if len(cy) == 0:
+            return None
+        cx = np.flatnonzero(hot.any(axis=0))
+        return (_pixel_range(cy[0], cy[-1], self.y0, self.y1),
+                _pixel_range(cx[0], cx[-1], self.x0, self.x1))
+
     def mask(self, g: np.ndarray, threshold: float, bg_full: np.ndarray | None) -> np.ndarray:
         """``upsampled(g) > threshold`` (and ``>= bg_full``, the upsampled background, when given)."""
         H, W = self.shape
         out = np.zeros((H, W), dtype=bool)
-        hot = g > threshold  # outside the box of hot cells no pixel can exceed the threshold
-        cy = np.flatnonzero(hot.any(axis=1))
-        if len(cy) == 0:
+        box = self.box(g > threshold)  # outside the box of hot cells no pixel can exceed the threshold
+        if box is None:
             return out
-        cx = np.flatnonzero(hot.any(axis=0))
-        rs = _pixel_range(cy[0], cy[-1], self.y0, self.y1)
-        cs = _pixel_range(cx[0], cx[-1], self.x0, self.x1)
+        rs, cs = box
         up = self._crop(g, rs, cs)
         sel = up > threshold
         if bg_full is not None:
@@ -399,17 +418,80 @@ class _Upsampler:
         return out
 
 
+#: Relative slack of the crop boxes of :func:`irn_assign`: a bilinear value is a convex combination
+#: of its quad's cells, so it exceeds their maximum by rounding only (a few ulps). Boxes chosen with
+#: this slack are larger, never smaller, than needed: the result stays exact.
+_BOX_SLACK = 1e-9
+
+
+def _upsampled_max(G: np.ndarray, up: _Upsampler) -> float:
+    """``max`` over all maps and pixels of the upsampled ``G [K, h, w]`` (scores >= 0), exactly as
+    on the full maps, upsampling only the boxes that can hold a larger value: maps are visited by
+    decreasing grid maximum, which bounds their upsampled values, and the scan stops once no map
+    can beat the running maximum."""
+    ub = G.reshape(len(G), -1).max(axis=1) if G.size else np.zeros(len(G))
+    best = 0.0
+    for k in np.argsort(-ub, kind="stable"):
+        if ub[k] * (1 + _BOX_SLACK) <= best:
+            break
+        box = up.box(G[k] > best * (1 - _BOX_SLACK))
+        if box is not None:
+            best = max(best, float(up._crop(G[k], *box).max()))
+    return best
+
+
+def irn_assign(G: np.ndarray, up: _Upsampler, threshold: float) -> tuple[np.ndarray, float]:
+    """IRN's decision on raw grid scores ``G [K, h, w]`` (>= 0).
+
+    With ``U_k`` the bilinear upsampling of ``G[k]`` and ``M = max_k max U_k`` (IRN's
+    ``rw_up / torch.max(rw_up)``), each pixel gets ``argmax([threshold, U_0 / M, ..., U_{K-1} / M])
+    - 1`` (IRN pads a constant ``sem_seg_bg_thres`` / ``ins_seg_bg_thres`` channel first; argmax
+    keeps the first maximum, so the background wins ties, then the lower index). Returns
+    ``(labels int32 [H, W] with -1 = background, M)``; all background when ``M == 0``.
+
+    Identical to that full computation (tested), but each map is upsampled only inside the box of
+    pixels whose quad touches a cell that could pass ``threshold * M``.
+    """
+    H, W = up.shape
+    labels = np.full((H, W), -1, dtype=np.int32)
+    M = _upsampled_max(G, up)
+    if not M > 0:
+        return labels, M
+    best = np.full((H, W), float(threshold))
+    for k in range(len(G)):
+        box = up.box(G[k] > threshold * M * (1 - _BOX_SLACK))
+        if box is None:
+            continue
+        rs, cs = box
+        u = up._crop(G[k], rs, cs) / M
+        b = best[rs, cs]
+        sel = u > b  # strict: an earlier channel (the background first) keeps ties
+        b[sel] = u[sel]
+        labels[rs, cs][sel] = k
+    return labels, M
+
+
 def propagate_masks(masks: Sequence[np.ndarray], edge: np.ndarray, *, steps: int = 256,
                     beta: float = 10.0, radius: int = 5, stride: int = DEFAULT_STRIDE,
-                    threshold: float = 0.25, background: bool = True) -> list[np.ndarray]:
+                    threshold: float = 0.25, background: bool = True,
+                    rule: str = "irn") -> list[np.ndarray]:
     """Propagate every mask inside the edge boundaries (IRN random walk; see module docstring).
 
-    Returns one boolean mask per input mask: the pixels where the max-normalised, bilinearly
-    upsampled score of the mask exceeds ``threshold`` and, with ``background``, is at least the
-    background score. A mask whose seed is empty on the grid (it lies entirely under edges of
-    value 1) or whose propagated mask would be empty is returned unchanged: propagation never
-    deletes a proposal. Identical input masks are propagated once.
+    Returns one boolean mask per input mask:
+
+    * ``rule="irn"``: the pixels where the mask's upsampled score, divided by the global maximum
+      over all masks, is above ``threshold`` and the largest of all masks' (:func:`irn_assign`).
+      ``background`` is not used (IRN's background is the constant ``threshold``).
+    * ``rule="per_mask"``: the pixels where the mask's own-max-normalised, upsampled score
+      exceeds ``threshold`` and, with ``background``, is at least the propagated background's.
+
+    A mask whose seed is empty on the grid (it lies entirely under edges of value 1) or whose
+    propagated mask would be empty is returned unchanged: propagation never deletes a proposal.
+    Identical input masks are propagated once (so under ``irn`` they share one result instead of
+    the first taking every pixel).
     """
+    if rule not in RULES:
+        raise ValueError(f"propagate_masks: unknown rule {rule!r} (one of {', '.join(RULES)})")
     masks = [np.asarray(m, dtype=bool) for m in masks]
     if not masks:
         return []
@@ -421,15 +503,22 @@ def propagate_masks(masks: Sequence[np.ndarray], edge: np.ndarray, *, steps: int
     for k, o in enumerate(owner):
         if uniq[o] is None:
             uniq[o] = masks[k]
+    per_mask = rule == "per_mask"
     res = propagate_scores(uniq, e, steps=steps, beta=beta, radius=radius, stride=stride,
-                           background=background)
+                           background=background and per_mask, normalise=per_mask)
     G = np.ascontiguousarray(np.moveaxis(res["scores"], -1, 0))  # [K(+1), h, w]: one contiguous map per mask
     up = _Upsampler((H, W), res["grid"], stride)
-    bg_full = up.full(G[-1]) if background else None  # upsampled once, not once per mask
     out_u = []
-    for k, m in enumerate(uniq):
-        new = up.mask(G[k], threshold, bg_full) if res["seed_mass"][k] > 0 else None
-        out_u.append(new if new is not None and new.any() else m.copy())
+    if per_mask:
+        bg_full = up.full(G[-1]) if background else None  # upsampled once, not once per mask
+        for k, m in enumerate(uniq):
+            new = up.mask(G[k], threshold, bg_full) if res["seed_mass"][k] > 0 else None
+            out_u.append(new if new is not None and new.any() else m.copy())
+    else:
+        labels, _ = irn_assign(G, up, threshold)
+        for k, m in enumerate(uniq):
+            new = labels == k if res["seed_mass"][k] > 0 else None
+            out_u.append(new if new is not None and new.any() else m.copy())
     out, used = [], set()
     for o in owner:
         out.append(out_u[o] if o not in used else out_u[o].copy())

@@ -9,8 +9,8 @@ Pure numpy/scipy on patch features; no model, no image. Each function does one s
 * :func:`orient_bipartition` -- split at the mean of ``x`` and pick the foreground side;
 * :func:`seed_component` -- the 4-connected component of the foreground holding the seed;
 * :func:`ncut_value` -- ``cut(S, S') / vol(S) + cut(S, S') / vol(S')`` of a patch set;
-* :func:`maskcut_patches` -- the iterative loop: cut, keep the seed's component, remove its
-  patches from the graph (their affinities set to ``eps``), cut again, up to ``n_masks`` times.
+* :func:`maskcut_patches` -- CutLER's iterative loop: cut, keep the seed's component, remove its
+  patches from the graph (their affinities set to ``eps``), cut again, ``n_masks`` rounds.
 
 The algorithm follows the MaskCut description of the CutLER paper and its public release (the
 choices where the two differ are parameters; docs/bgp.md §6 lists them).
@@ -139,21 +139,26 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 def maskcut_patches(feats: np.ndarray, grid: tuple[int, int], *, n_masks: int = 3, tau: float = 0.2,
                     eps: float = AFFINITY_EPS, corner_limit: int = 3, min_frac: float = 0.01,
                     max_iou: float = 0.5) -> list[CutMask]:
-    """MaskCut on patch features ``[h*w, C]`` (row-major over ``grid = (h, w)``).
+    """MaskCut on patch features ``[h*w, C]`` (row-major over ``grid = (h, w)``), following the
+    loop of CutLER's ``maskcut_forward`` (maskcut/maskcut.py) round for round.
 
-    Round ``i`` (at most ``n_masks`` rounds):
+    Round ``i`` (exactly ``n_masks`` rounds; a rejected round counts):
 
-    1. ``W`` = :func:`patch_affinity` of the features, with every patch removed by an earlier
-       round disconnected (its row and column set to ``eps``: its feature is "zeroed");
+    1. ``W`` = :func:`patch_affinity` of the features, with every patch of an earlier *accepted*
+       mask disconnected (its row and column set to ``eps``: CutLER zeroes its feature);
     2. ``x`` = :func:`fiedler_vector` of ``W``; foreground side and seed by :func:`orient_bipartition`;
-    3. the mask is the seed's 4-connected foreground component (:func:`seed_component`);
-    4. it is rejected when it covers at most ``min_frac`` of the patches or (from round 1 on) has
-       IoU above ``max_iou`` with the previous round's mask; a rejection ends the loop (the graph
-       would not change, so later rounds would repeat the same cut);
-    5. its patches are removed from the graph; the returned mask excludes patches that earlier
-       masks already hold, so returned masks are disjoint (and non-empty).
+    3. the candidate is the seed's 4-connected foreground component (:func:`seed_component`);
+    4. from round 1 on (never in round 0) the candidate is rejected when it covers at most
+       ``min_frac`` of the patches or has IoU > ``max_iou`` with the *previous round's* mask,
+       where a rejected round's mask is empty (CutLER sets ``current_mask`` to zeros). A rejected
+       round removes nothing, so the next round cuts the same graph again: a size rejection
+       repeats until the rounds run out, while an IoU rejection is followed by the same
+       candidate compared with an empty mask (IoU 0), which is then accepted if large enough;
+    5. an accepted candidate's patches are removed from the graph; the returned mask excludes
+       patches that earlier masks already hold (CutLER's ``bipartition - masked_out``), so
+       returned masks are disjoint, and a mask left empty by that is not returned.
 
-    Returns the accepted masks in round order.
+    Returns the accepted, non-empty masks in round order (at most ``n_masks``).
     """
     h, w = grid
     f = np.asarray(feats, dtype=np.float64)
@@ -164,20 +169,25 @@ def maskcut_patches(feats: np.ndarray, grid: tuple[int, int], *, n_masks: int = 
     base = patch_affinity(f, tau, eps)
     removed = np.zeros(h * w, dtype=bool)
     taken = np.zeros((h, w), dtype=bool)
-    previous: np.ndarray | None = None
+    previous = np.zeros((h, w), dtype=bool)  # CutLER's current_mask (empty after a rejected round)
+    cached: tuple | None = None  # the cut of the current graph: it only changes when a mask is accepted
     out: list[CutMask] = []
     for rnd in range(int(n_masks)):
-        W = base.copy()
-        W[removed, :] = eps
-        W[:, removed] = eps
-        vec, _ = fiedler_vector(W)
-        fg, seed = orient_bipartition(vec, (h, w), corner_limit=corner_limit)
-        comp = seed_component(fg, seed)
-        if comp.mean() <= min_frac or (previous is not None and mask_iou(comp, previous) > max_iou):
-            break
+        if cached is None:
+            W = base.copy()
+            W[removed, :] = eps
+            W[:, removed] = eps
+            vec, _ = fiedler_vector(W)
+            fg, seed = orient_bipartition(vec, (h, w), corner_limit=corner_limit)
+            cached = (W, seed, seed_component(fg, seed))
+        W, seed, comp = cached
+        if rnd >= 1 and (comp.mean() <= min_frac or mask_iou(comp, previous) > max_iou):
+            previous = np.zeros_like(comp)
+            continue
         ncut = ncut_value(W, comp)
         previous = comp
         removed |= comp.reshape(-1)
+        cached = None
         new = comp & ~taken
         taken |= comp
         if new.any():
