@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 from snakemake.logging import logger
-
 from snakemake.utils import min_version, validate
 
 min_version("8.20")

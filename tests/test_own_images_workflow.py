@@ -125,6 +125,14 @@ def test_images_only_plan_leaves_out_every_stage_that_needs_ground_truth(project
     assert not {j for j in jobs if j.startswith(("score_", "wps", "tables", "paper_vs_ours", "ab_", "ablation"))}
 
 
+def test_the_readme_command_line_parses(project):
+    """README "Your own images": `--config preset=mine data='{dataset: images, root: photos}'`."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "--config preset=mine data='{dataset: images, root: photos}'" in readme
+    res = snakemake(["-n", "--cores", "2", "--config", "preset=mine", "data={dataset: images, root: photos}"], project)
+    assert "results/mine/figures/qualitative.png" in res.stdout and "score_uis" not in res.stdout
+
+
 def test_custom_coco_dataset_plan_uses_its_own_first_images(project):
     res = snakemake(["-n", "-p", "--cores", "2", *_config("custom.yaml")], project)
     assert "--image-ids 501 502 503 " in res.stdout and "--image-id 501 " in res.stdout
