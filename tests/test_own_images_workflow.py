@@ -141,7 +141,8 @@ def test_custom_coco_dataset_plan_uses_its_own_first_images(project):
 @pytest.mark.e2e
 def test_images_only_folder_runs_edges_bgp_and_the_figures(project):
     targets = [f"results/imgs/figures/{f}" for f in ("qualitative.png", "bgp_steps.png")]
-    snakemake(["--cores", "2", *_config("images_fast.yaml"), *targets], project, timeout=900)
+    # targets before --configfile (which takes every following argument as a file)
+    snakemake([*targets, "--cores", "2", *_config("images_fast.yaml")], project, timeout=900)
     r = project / "results" / "imgs"
     manifest = json.loads((r / "data/manifest.json").read_text())
     assert manifest["gt"] is None
@@ -155,7 +156,7 @@ def test_images_only_folder_runs_edges_bgp_and_the_figures(project):
     assert not (r / "metrics").exists() and not (r / "tables").exists() and not (r / "data/edge_gt").exists()
     for t in targets:
         assert (project / t).stat().st_size > 0
-    again = snakemake(["-n", "--cores", "2", *_config("images_fast.yaml"), *targets], project)
+    again = snakemake([*targets, "-n", "--cores", "2", *_config("images_fast.yaml")], project)
     assert "Nothing to be done" in again.stdout + again.stderr
 
 
