@@ -19,7 +19,8 @@
 from trace_edges.ablations import cells_json, data_block, variants  # noqa: E402
 
 AB = f"{R}/ablations"
-AB_ON = bool(config["ablations"]["enabled"] and config["ablations"]["grids"])
+# no grid without ground truth (every cell is scored): off for an images-only dataset
+AB_ON = HAS_GT and bool(config["ablations"]["enabled"] and config["ablations"]["grids"])
 AB_EDGE_METRICS = bool(config["ablations"]["edge_metrics"])
 AB_TEACHERS = AB_EXP.teachers
 AB_STUDENTS = AB_EXP.students
@@ -29,7 +30,7 @@ _AB_T = "|".join(AB_TEACHERS) or "NO_TEACHER"
 _AB_S = "|".join(v for v in AB_STUDENTS if v != "main") or "NO_STUDENT"
 
 
-AB_N = expected_num_images(data_block(config))   # images of every ablation cell: one teacher shard
+AB_N = num_images(data_block(config))   # images of every ablation cell: one teacher shard
 
 
 use rule prepare as ab_prepare with:

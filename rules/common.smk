@@ -20,6 +20,20 @@ def te(wildcards, input):
 # ---- from Snakefile
 
 
+def scored_targets():
+    """What `all` needs that only a dataset with ground truth has: the tables and paper_vs_ours."""
+    if not HAS_GT:
+        return []
+    return [f"{R}/tables/{f}" for f in ("results.csv", "results.md", "summary.json")] + [f"{R}/paper_vs_ours.md"]
+
+
+def num_images(data):
+    """How many images prepare will select (sizes the teacher's shards): from the annotation file
+    or the image folder, else the dataset's published size (COCO 2017 val before its download)."""
+    ids = selected_image_ids(data)
+    return len(ids) if ids is not None else expected_num_images(data)
+
+
 def code(stage):
     """The package source files a stage depends on: editing one reruns exactly that stage."""
     return [os.path.relpath(p, workflow.basedir) for p in stage_sources(stage)]

@@ -34,7 +34,9 @@ rule download_coco:
 
 
 # the dataset files prepare reads (rules/ablations.smk's ab_prepare too); no wildcards, so a list
-if _D["dataset"] == "coco2017_val":
+if not HAS_GT:  # an images-only dataset: the image files themselves (adding one reruns prepare)
+    _dataset_inputs = [f"{_ROOT}/{name}" for name in list_folder_images(_ROOT)]
+elif _D["dataset"] == "coco2017_val":
     _dataset_inputs = [f"{_ROOT}/download_complete.json"]
 else:
     _dataset_inputs = [f"{_ROOT}/{_D['instances_json']}", f"{_ROOT}/{_D['panoptic_json']}"] + (
@@ -42,21 +44,34 @@ else:
     )
 
 
+# the GT files prepare derives: none for an images-only dataset (its manifest has "gt": null)
+_GT_OUTPUTS = {
+    "instances": f"{R}/data/instances.json",
+    "agnostic": f"{R}/data/instances_agnostic.json",
+    "panoptic": f"{R}/data/panoptic.json",
+} if HAS_GT else {}
+# figure image ids that could not be checked at parse time (no annotation file before a download):
+# prepare refuses them before it reads any image
+_UNCHECKED_IDS = {k: v for k, v in (("report.qualitative_images", config["report"]["qualitative_images"]),
+                                    ("report.bgp_image", [config["report"]["bgp_image"]])) if v and v != [None]}
+
+
 rule prepare:
-    """Verify checksums and annotations; write the manifest, class-agnostic GT and instance-edge GT."""
+    """Verify checksums and annotations; write the manifest, class-agnostic GT and instance-edge GT
+    (an images-only dataset: decode every image, write the manifest only)."""
     input:
         dataset=_dataset_inputs,
         code=code("prepare"),
     output:
         manifest=f"{R}/data/manifest.json",
-        instances=f"{R}/data/instances.json",
-        agnostic=f"{R}/data/instances_agnostic.json",
-        panoptic=f"{R}/data/panoptic.json",
+        **_GT_OUTPUTS,
     params:
         te=lambda wildcards, input: TE,
         data=as_json(_D),
         edge_gt=as_json(config["edge_gt"]),
         out_dir=lambda wildcards, output: os.path.dirname(output.manifest),
+        check_ids=(f"--check-image-ids '{as_json(_UNCHECKED_IDS)}'" if SELECTED_IDS is None and _UNCHECKED_IDS
+                   else ""),
     log:
         f"{LOGS}/prepare.log",
     benchmark:
@@ -68,5 +83,5 @@ rule prepare:
     conda:
         ENV
     shell:
-        "{params.te} prepare --params '{params.data}' --edge-gt-params '{params.edge_gt}' "
+        "{params.te} prepare --params '{params.data}' --edge-gt-params '{params.edge_gt}' {params.check_ids} "
         "--out-dir {params.out_dir} > {log} 2>&1"

@@ -47,7 +47,8 @@ rule tables:
 
 
 rule figure_qualitative:
-    """Image | GT instance edges | each edge source | masks before/after BGP with each source."""
+    """Image | GT instance edges (none for an images-only dataset) | each edge source | masks before/after
+    BGP with each source."""
     input:
         manifest=f"{R}/data/manifest.json",
         edges=[f"{R}/edges/{s}/manifest.json" for s in EDGE_SOURCES],
@@ -60,7 +61,7 @@ rule figure_qualitative:
         te=te,
         edges=" ".join(f"{s}={R}/edges/{s}" for s in EDGE_SOURCES),
         results=" ".join(f"{s}={uis_results_path(s)}" for s in UIS_SOURCES),
-        ids=" ".join(str(i) for i in config["report"]["qualitative_images"]),
+        ids=" ".join(str(i) for i in FIG["qualitative"]),
         dpi=config["report"]["dpi"],
     log:
         f"{LOGS}/figure_qualitative.log",
@@ -80,7 +81,7 @@ rule figure_qualitative:
 # ---- BGP step by step on one image (paper Fig. 6) -------------------------------------------
 _BGP_FIG_SOURCE = (config["report"]["bgp_edge_source"] if config["report"]["bgp_edge_source"] in EDGE_SOURCES
                    else EDGE_SOURCES[0])
-_BGP_FIG_IMAGE = config["report"]["bgp_image"] or (config["report"]["qualitative_images"] or [None])[0]
+_BGP_FIG_IMAGE = FIG["bgp"]  # the Snakefile checked it against the dataset
 
 
 rule figure_bgp:
@@ -116,7 +117,7 @@ rule figure_bgp:
 
 
 # ---- teacher figures (paper Fig. 1b, IEP curves, Fig. 5) on one image -------------------------
-_TFIG_IMAGE = (config["report"]["qualitative_images"] or [None])[0]
+_TFIG_IMAGE = (FIG["qualitative"] or [None])[0]
 _TFIG_CAPTION = "../docs/report/teacher_figures.rst"
 
 

@@ -84,7 +84,7 @@ rule student_figure:
         pdf=f"{R}/figures/student_strip.pdf",
     params:
         te=te,
-        ids=" ".join(str(i) for i in config["report"]["qualitative_images"]),
+        ids=" ".join(str(i) for i in FIG["qualitative"]),
         dpi=config["report"]["dpi"],
         teacher_dir=lambda w, input: os.path.dirname(input.teacher),
     log:

@@ -6,7 +6,7 @@ TEACHER = config["teacher"]
 TBB = TEACHER["backbone"]
 TFAM = TBB["family"]
 TDIR = f"{R}/teacher/{TFAM}"
-N_SHARDS = num_shards(expected_num_images(config["data"]), TEACHER["shard_size"])
+N_SHARDS = num_shards(num_images(config["data"]), TEACHER["shard_size"])
 
 
 TINY_FAMILIES = _tiny_families()

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from trace_edges import provenance
 from trace_edges.data.images import image_size, load_rgb, write_png
+from trace_edges.data.selection import check_ids
 from trace_edges.errors import DataError
 from trace_edges.io import read_json, sha256_file, write_json
 from trace_edges.logs import progress
@@ -131,8 +132,13 @@ def _subset(gt: dict, keep: set[int], *, panoptic: bool) -> dict:
     return out
 
 
-def prepare(data: Mapping[str, Any], edge_gt: Mapping[str, Any], out_dir: str | Path) -> dict:
-    """Run the prepare stage; returns the manifest (also written to ``out_dir/manifest.json``)."""
+def prepare(data: Mapping[str, Any], edge_gt: Mapping[str, Any], out_dir: str | Path, *,
+            check_image_ids: Mapping[str, Sequence[int]] | None = None) -> dict:
+    """Run the prepare stage; returns the manifest (also written to ``out_dir/manifest.json``).
+
+    ``check_image_ids`` maps config keys (``report.qualitative_images``, ...) to image ids the run
+    needs; one the selected images lack is a :class:`ConfigError`, raised before any image is read
+    (the workflow checks them at parse time when the annotation file exists already)."""
     from trace_edges.data.edge_gt import edge_gt_from_panoptic
     from trace_edges.metrics.instances import make_class_agnostic
     from trace_edges.panoptic_io import read_panoptic_png
@@ -167,6 +173,8 @@ def prepare(data: Mapping[str, Any], edge_gt: Mapping[str, Any], out_dir: str | 
     if data.get("max_images"):
         images = images[: data["max_images"]]
     keep = {im["id"] for im in images}
+    for key, ids in (check_image_ids or {}).items():
+        check_ids(key, ids, [im["id"] for im in images], data)
     missing_pan = sorted(keep - set(pan_by_id))
     if missing_pan:
         raise DataError(f"images {missing_pan[:5]} have no panoptic annotation", path=pan_path, fix=_ANN_FIX)

@@ -1,4 +1,5 @@
-"""Qualitative figure: image, GT instance edges, each edge source, and the masks each produces."""
+"""Qualitative figure: image, GT instance edges (when the dataset has GT), each edge source, and the
+masks each produces."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ def colorize_masks(shape: tuple[int, int], masks: Sequence[np.ndarray], seed: in
 def qualitative_figure(manifest_path: str | Path, edge_dirs: Mapping[str, str | Path],
                        results: Mapping[str, str | Path], out_png: str | Path, out_pdf: str | Path, *,
                        image_ids: Sequence[int] = (), dpi: int = 150, max_masks: int = 20) -> None:
-    """One row per image: image | GT edges | edges of each source | masks of each result set.
+    """One row per image: image | GT edges | edges of each source | masks of each result set
+    (no GT column for a manifest without ground truth, an images-only dataset).
 
     ``results`` maps a label ("none", "sobel", ...) to a COCO results JSON; the top ``max_masks``
     masks by score are drawn.
@@ -43,12 +45,16 @@ def qualitative_figure(manifest_path: str | Path, edge_dirs: Mapping[str, str | 
     ids = list(image_ids) or sorted(recs)[:4]
     edge_sets = {k: EdgeSet(v) for k, v in edge_dirs.items()}
     res = {k: group_by_image(read_json(v, what="results JSON")) for k, v in results.items()}
-    cols = ["image", "GT instance edges"] + [f"edges: {k}" for k in edge_sets] + [f"masks: {k}" for k in res]
+    has_gt = manifest["gt"] is not None  # an images-only dataset has no GT column
+    cols = ["image"] + ["GT instance edges"] * has_gt + [f"edges: {k}" for k in edge_sets] + \
+        [f"masks: {k}" for k in res]
     fig, axes = plt.subplots(len(ids), len(cols), figsize=(1.1 * len(cols), 0.9 * len(ids)), squeeze=False)
     for r, iid in enumerate(ids):
         rec = recs[iid]
         # 1-px GT lines alias away when the figure is downsampled: thicken for display only
-        panels = [load_rgb(rec["file"]), ndimage.binary_dilation(read_png(rec["edge_gt"]) > 0, iterations=1)]
+        panels = [load_rgb(rec["file"])]
+        if has_gt:
+            panels.append(ndimage.binary_dilation(read_png(rec["edge_gt"]) > 0, iterations=1))
         panels += [es.load(iid) for es in edge_sets.values()]
         for entries in res.values():
             ents = sorted(entries.get(iid, []), key=lambda e: -e["score"])[:max_masks]
@@ -62,5 +68,5 @@ def qualitative_figure(manifest_path: str | Path, edge_dirs: Mapping[str, str | 
             if r == 0:
                 ax.set_title(cols[c])
             if c == 0:
-                ax.set_ylabel(str(iid))
+                ax.set_ylabel(f"{iid}\n{rec['name']}" if rec.get("name") else str(iid))  # images-only: the file
     style.save(fig, out_png, out_pdf, dpi=dpi)

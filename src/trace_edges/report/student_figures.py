@@ -42,13 +42,14 @@ def student_strip_figure(manifest_path: str | Path, teacher_edges: str | Path, m
     for snap in snaps:
         load_weights(model, snap_dir / snap["file"])
         maps[snap["fraction"]] = {i: predict_edge(model, load_rgb(recs[i]["file"])) for i in ids}
-    cols = ["image", "GT instance\nedges", "teacher\n(ABDiv at t*)"] + \
+    has_gt = manifest["gt"] is not None  # an images-only dataset has no GT column
+    cols = ["image"] + ["GT instance\nedges"] * has_gt + ["teacher\n(ABDiv at t*)"] + \
         [f"student {100 * s['fraction']:.0f}%\n(step {s['step']})" for s in snaps]
     fig, axes = plt.subplots(len(ids), len(cols), figsize=(1.15 * len(cols), 1.0 * len(ids) + 0.4), squeeze=False)
     for r, iid in enumerate(ids):
         rec = recs[iid]
-        panels = [load_rgb(rec["file"]), ndimage.binary_dilation(read_png(rec["edge_gt"]) > 0, iterations=1),
-                  teacher.load(iid)] + [maps[s["fraction"]][iid] for s in snaps]
+        gt = [ndimage.binary_dilation(read_png(rec["edge_gt"]) > 0, iterations=1)] if has_gt else []
+        panels = [load_rgb(rec["file"]), *gt, teacher.load(iid)] + [maps[s["fraction"]][iid] for s in snaps]
         for c, panel in enumerate(panels):
             ax = axes[r, c]
             ax.imshow(panel, cmap="gray" if panel.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from trace_edges import provenance
-from trace_edges.data.manifest import load_manifest
+from trace_edges.data.manifest import load_manifest, require_ground_truth
 from trace_edges.data.images import read_png
 from trace_edges.edges.store import EdgeSet
 from trace_edges.io import read_json, write_json
@@ -21,6 +21,7 @@ def score_uis(manifest_path: str | Path, results_path: str | Path, out_path: str
     from trace_edges.metrics.instances import evaluate_instances
 
     manifest = load_manifest(manifest_path)
+    require_ground_truth(manifest, manifest_path, "UIS scoring")
     gt_path = manifest["gt"]["instances_agnostic"]
     stats = evaluate_instances(gt_path, results_path, iou_type="segm", class_agnostic=True)
     out = {"task": "uis", "edge_source": label, "dataset": manifest["dataset"],
@@ -37,6 +38,7 @@ def score_wps(manifest_path: str | Path, pred_json: str | Path, out_path: str | 
     from trace_edges.metrics.panoptic import pq_compute
 
     manifest = load_manifest(manifest_path)
+    require_ground_truth(manifest, manifest_path, "WPS scoring")
     pred_json = Path(pred_json)
     res = pq_compute(manifest["gt"]["panoptic_json"], str(pred_json), manifest["gt"]["panoptic_dir"],
                      str(pred_json.with_suffix("")), threads=threads)
@@ -57,6 +59,7 @@ def score_edges(manifest_path: str | Path, edges_dir: str | Path, out_path: str 
     from trace_edges.metrics.edges import evaluate_edges
 
     manifest = load_manifest(manifest_path)
+    require_ground_truth(manifest, manifest_path, "edge scoring")
     edges = EdgeSet(edges_dir)
     preds = {rec["id"]: edges.load(rec["id"]) for rec in manifest["images"]}
     gts = {rec["id"]: read_png(rec["edge_gt"], what="edge GT") > 0 for rec in manifest["images"]}

@@ -9,7 +9,7 @@ import numpy as np
 
 from trace_edges import provenance
 from trace_edges.bgp.panoptic import pseudo_panoptic
-from trace_edges.data.manifest import load_manifest
+from trace_edges.data.manifest import load_manifest, require_ground_truth
 from trace_edges.data.images import read_png
 from trace_edges.edges.store import EdgeSet
 from trace_edges.errors import ConfigError, DataError
@@ -29,6 +29,7 @@ def oracle_semantics(ids: np.ndarray, segments_info: list[Mapping[str, Any]]) ->
 def run_wps_stage(params: Mapping[str, Any], manifest_path: str | Path, edges_dir: str | Path | None,
                   out_json: str | Path) -> int:
     manifest = load_manifest(manifest_path)
+    require_ground_truth(manifest, manifest_path, "WPS (the panoptic categories and oracle semantics)")
     out_json = Path(out_json)
     png_dir = out_json.with_suffix("")  # panopticapi convention: <name>.json + <name>/
     gt = read_json(manifest["gt"]["panoptic_json"], what="panoptic GT")
