@@ -56,7 +56,7 @@ def rgb_37777():
 
 
 @pytest.fixture(scope="session")
-def sd3_walk_37777(rgb_37777):
+def walked(rgb_37777):
     """The tiny SD3 teacher walked on image 37777 with the default teacher block, SA kept
     (tests/test_attention_views.py and tests/test_teacher_figures.py share it)."""
     from trace_edges.backbones.tiny import tiny_backbone

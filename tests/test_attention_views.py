@@ -25,11 +25,6 @@ def _one_thread(one_torch_thread):
     yield
 
 
-@pytest.fixture(scope="module")
-def walked(sd3_walk_37777):
-    return sd3_walk_37777            # conftest: the tiny SD3 teacher's walk on image 37777, SA kept
-
-
 def _softmax_rows(rng, s, n, d):
     x = rng.normal(size=(s, n, d))
     e = np.exp(x - x.max(-1, keepdims=True))

@@ -349,12 +349,19 @@ def test_propagate_masks_equals_naive_full_resolution(rule):
     assert n_changed > 0  # propagation did something in these cases
 
 
+def _upsampler_cases():
+    """``((H, W), stride, (h, w), upsampler)`` for image sizes that do and do not divide the stride."""
+    from trace_edges.bgp.propagate import _Upsampler
+
+    for (H, W), stride in (((37, 45), 4), ((64, 48), 8), ((20, 20), 1), ((33, 17), 3)):
+        h, w = -(-H // stride), -(-W // stride)
+        yield (H, W), stride, (h, w), _Upsampler((H, W), (h, w), stride)
+
+
 def test_irn_assign_equals_full_argmax_with_ties():
     from trace_edges.bgp.propagate import _Upsampler, irn_assign
     rng = np.random.default_rng(12)
-    for (H, W), stride in (((37, 45), 4), ((64, 48), 8), ((20, 20), 1), ((33, 17), 3)):
-        h, w = -(-H // stride), -(-W // stride)
-        up = _Upsampler((H, W), (h, w), stride)
+    for (H, W), stride, (h, w), up in _upsampler_cases():
         for trial in range(4):
             G = rng.uniform(size=(5, h, w)) ** 4
             G[1] = G[0]                       # a tie: channel 0 keeps it
@@ -639,11 +646,8 @@ def test_merge_matches_naive_loop():
 
 
 def test_upsampler_equals_full_upsampling():
-    from trace_edges.bgp.propagate import _Upsampler
     rng = np.random.default_rng(6)
-    for (H, W), stride in (((37, 45), 4), ((64, 48), 8), ((20, 20), 1), ((33, 17), 3)):
-        h, w = -(-H // stride), -(-W // stride)
-        up = _Upsampler((H, W), (h, w), stride)
+    for (H, W), stride, (h, w), up in _upsampler_cases():
         for _ in range(5):
             g = rng.uniform(size=(h, w)) ** 3
             bg = rng.uniform(size=(h, w)) ** 2

@@ -160,13 +160,19 @@ def test_images_only_folder_runs_edges_bgp_and_the_figures(project):
     assert "Nothing to be done" in again.stdout + again.stderr
 
 
+def _run_all(project: Path, overlay: str, preset: str) -> Path:
+    """`snakemake --cores 2` on ``overlay``; every figure written; returns results/<preset>."""
+    snakemake(["--cores", "2", *_config(overlay)], project, timeout=1800)
+    r = project / "results" / preset
+    for f in ("qualitative", "bgp_steps", "teacher_pca", "student_strip"):
+        assert (r / f"figures/{f}.png").stat().st_size > 0
+    return r
+
+
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_images_only_folder_runs_all_with_every_edge_source(project):
-    snakemake(["--cores", "2", *_config("images_all.yaml")], project, timeout=1800)
-    r = project / "results" / "imgs_all"
-    for f in ("qualitative", "bgp_steps", "teacher_pca", "student_strip"):
-        assert (r / f"figures/{f}.png").stat().st_size > 0
+    r = _run_all(project, "images_all.yaml", "imgs_all")
     for src in ("sobel", "canny", "trace_teacher", "trace_student"):
         assert (r / f"bgp/felzenszwalb/{src}/instances.json").is_file()
     assert not (r / "tables").exists() and not (r / "paper_vs_ours.md").exists()
@@ -177,12 +183,9 @@ def test_images_only_folder_runs_all_with_every_edge_source(project):
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_custom_coco_dataset_with_other_ids_runs_to_the_end(project):
-    snakemake(["--cores", "2", *_config("custom.yaml")], project, timeout=1800)
-    r = project / "results" / "custom"
+    r = _run_all(project, "custom.yaml", "custom")
     summary = json.loads((r / "tables/summary.json").read_text())
     assert set(summary) == {"none", "sobel", "canny", "trace_teacher", "trace_student"}
-    for f in ("qualitative", "bgp_steps", "teacher_pca", "student_strip"):
-        assert (r / f"figures/{f}.png").stat().st_size > 0
     assert (r / "paper_vs_ours.md").is_file()
     manifest = json.loads((r / "data/manifest.json").read_text())
     assert [im["id"] for im in manifest["images"]] == [501, 502, 503]

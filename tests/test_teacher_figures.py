@@ -26,11 +26,6 @@ def _one_thread(one_torch_thread):
     yield
 
 
-@pytest.fixture(scope="module")
-def walked(sd3_walk_37777):
-    return sd3_walk_37777            # conftest: the tiny SD3 teacher's walk on image 37777, SA kept
-
-
 def _nonempty(*paths):
     for p in paths:
         assert p.is_file() and p.stat().st_size > 1000, p
