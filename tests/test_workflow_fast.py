@@ -2,8 +2,9 @@
 
 `snakemake --cores 2 --configfile config.yaml tests/configs/fast.yaml` in a temporary copy of the
 project (tests/workflow_helpers.make_snapshot): every stage of the embedded default (data,
-Sobel/Canny, the ORACLE GT edges, the tiny-SD3 teacher in two trajectory shards, the student, proposals, BGP, WPS, scoring,
-tables, figures, paper_vs_ours) on 2 images, 1 student epoch, 5 BSDS thresholds, no ablation grids;
+Sobel/Canny, the ORACLE GT edges, the tiny-SD3 teacher in two trajectory shards, the student,
+proposals, BGP, WPS, scoring, tables, figures, paper_vs_ours; not HED, whose weights come from the
+package index) on 2 images, 1 student epoch, 5 BSDS thresholds, no ablation grids;
 a few minutes on 2 cores. Its outputs go under results/fast/ (`preset: fast`).
 
 The full embedded run and what is checked on it (DVC flow, audit, ablation cells, determinism) is
