@@ -342,7 +342,7 @@ def compare_matchers(preds: dict, gts: dict, thresholds: int) -> dict:
     """ODS/OIS/AP and per-image counts of both matchers; how many image-threshold pairs differ."""
     fast = evaluate_edges(preds, gts, thresholds=thresholds, matcher="fast")
     ref = evaluate_edges(preds, gts, thresholds=thresholds, matcher="reference")
-    differ, pairs, pixels = 0, 0, 0
+    differ, pairs, pixels, fewer = 0, 0, 0, 0
     for i in gts:
         a = image_counts(preds[i], gts[i], thresholds, matcher="fast")
         b = image_counts(preds[i], gts[i], thresholds, matcher="reference")
@@ -351,8 +351,9 @@ def compare_matchers(preds: dict, gts: dict, thresholds: int) -> dict:
         differ += int(d.sum())
         pairs += d.size
         pixels = max(pixels, int(np.abs(a[0] - b[0]).max()))
+        fewer += int((a[0] < b[0]).sum())
     gaps = {k: abs(fast[k] - ref[k]) for k in ("ODS", "OIS", "AP")}
-    return {"gaps": gaps, "differ": differ, "pairs": pairs, "max_pixels": pixels}
+    return {"gaps": gaps, "differ": differ, "pairs": pairs, "max_pixels": pixels, "fast_fewer": fewer}
 
 
 @pytest.mark.parametrize("kind", ["sobel_nms", "sobel", "canny"])
@@ -371,7 +372,13 @@ def test_fast_matcher_agrees_with_reference_on_a_crop(real_crop, kind, record_pr
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sobel_nms", "canny"])
 def test_fast_matcher_agrees_with_reference_on_coco_mini(coco_mini, kind, record_property):
-    """Slow tier: 8 full coco_mini images (soft Sobel after NMS; binary Canny), 33 thresholds."""
+    """Slow tier: 8 full coco_mini images (soft Sobel after NMS; binary Canny), 33 thresholds.
+
+    On full images the BSDS matcher's random sparse outlier graph leaves it a few pairs short of
+    the optimum on some image-thresholds (the fast matcher finds that optimum), so the counts
+    differ, always in the fast matcher's favour; the gap in ODS/OIS/AP is of the order of 1e-4
+    (measured on all 16 images at 99 thresholds by benchmarks/bench_edge_scoring.py: up to
+    2.0e-4, docs/edges.md §5). The bound here guards that order of magnitude."""
     from trace_edges.metrics.edges import bsds_thin, edge_nms
 
     ann = coco_mini / "annotations"
@@ -386,5 +393,8 @@ def test_fast_matcher_agrees_with_reference_on_coco_mini(coco_mini, kind, record
     res = compare_matchers(preds, gts, 33)
     print(kind, res)
     record_property(f"matcher_diff_{kind}", res)
-    assert max(res["gaps"].values()) <= 1e-4
-    assert res["differ"] < res["pairs"]
+    assert max(res["gaps"].values()) <= 5e-4
+    # the reference's matching is a feasible one of the fast matcher's problem (never cheaper);
+    # with the outlier cost ~100x any pair's weight, it has never had more pairs either
+    assert res["fast_fewer"] == 0
+    assert res["max_pixels"] <= 10
