@@ -164,6 +164,20 @@ def test_both_decoder_inputs_run_and_backpropagate(mode):
     assert not any(p.requires_grad for p in bb.vae.parameters())
 
 
+def test_default_decoder_is_the_papers_lightweight_size():
+    """Table 9: the paper's decoder is 0.1 MB. At SD3.5-L 1024 px the attention input has N = 64² = 4096
+    channels: the default is one 3x3 conv (36 865 parameters, 0.147 MB in float32; the old 2 layers x 32
+    channels had 1.18 M = 4.7 MB), and the wide cell stays ~50x larger."""
+    from trace_edges.student.model import EdgeDecoder
+
+    dec = validate({}, block="student")["decoder"]
+    n = sum(p.numel() for p in EdgeDecoder(4096, int(dec["hidden"]), int(dec["layers"])).parameters())
+    assert n == 4096 * 9 + 1
+    assert 4 * n < 0.2e6  # "0.1 MB" to one significant figure (0.074 MB in float16)
+    wide = sum(p.numel() for p in EdgeDecoder(4096, 128, 4).parameters())
+    assert wide > 100 * n
+
+
 def test_default_lora_targets_are_the_image_attention_projections():
     from trace_edges.student.model import resolve_lora_targets
 
@@ -221,6 +235,9 @@ def test_training_lowers_the_loss(trained, data):
 def test_training_outputs(trained):
     d, meta = trained["dir"], trained["meta"]
     assert meta["steps"] == 6 and meta["steps_per_epoch"] == 3
+    # the default decoder on the 8x8 token grid: one 3x3 conv from 64 attention channels
+    assert meta["architecture"]["decoder_parameters"] == 64 * 9 + 1
+    assert meta["architecture"]["decoder_bytes_float32"] == 4 * (64 * 9 + 1)
     assert len(meta["training_data"]["train_ids"]) == 3 and len(meta["training_data"]["val_ids"]) == 1
     assert set(meta["val_metrics"]) == {"val_loss", "val_rec", "val_edge", "val_dice", "val_f1"}
     assert meta["provenance"]["stage"] == "student" and meta["provenance"]["model"]["family"] == "sd3"

@@ -55,7 +55,7 @@ class EdgeDecoder(nn.Module):
     bilinear upsample to the training image size and ``tanh``: Ê ∈ [-1, 1]. ``layers = 1`` is a
     single 3×3 conv from the input channels to 1."""
 
-    def __init__(self, in_channels: int, hidden: int = 32, layers: int = 2):
+    def __init__(self, in_channels: int, hidden: int = 32, layers: int = 1):
         super().__init__()
         if layers < 1 or hidden < 1 or in_channels < 1:
             raise ConfigError(f"edge decoder: need layers >= 1, hidden >= 1, in_channels >= 1; got "
