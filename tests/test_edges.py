@@ -31,20 +31,20 @@ def crop(coco_mini) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------- registry
 def test_registry_lists_builtin_sources():
-    assert {"sobel", "canny"} <= set(available_sources())
+    assert {"sobel", "canny", "hed", "oracle_gt"} <= set(available_sources())
     assert available_sources() == sorted(available_sources())
 
 
 def test_unknown_source_and_unknown_param_are_config_errors():
     with pytest.raises(ConfigError, match="unknown edge source"):
-        get_edge_source("hed")
+        get_edge_source("pidinet")
     with pytest.raises(ConfigError, match="unknown parameter"):
         get_edge_source("sobel", {"sigma": 1.0, "radius": 3})
     with pytest.raises(ConfigError, match="low_threshold"):
         get_edge_source("canny", {"low_threshold": 0.5, "high_threshold": 0.2})
 
 
-@pytest.mark.parametrize("name", ["sobel", "canny"])
+@pytest.mark.parametrize("name", ["sobel", "canny", "hed", "oracle_gt"])
 def test_defaults_equal_schema_defaults(name):
     schema = yaml.safe_load(SCHEMA.read_text())
     block = schema["$defs"]["edges"]["properties"][name]["properties"]
