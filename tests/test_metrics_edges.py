@@ -67,6 +67,40 @@ def test_image_counts_equal_pyedgeeval_path(real_crop, monkeypatch, case, thinni
         assert np.array_equal(a, b)
 
 
+@pytest.mark.parametrize("pred_kind,gt_kind,max_dist,nms", [
+    ("canny_soft", "thin", 0.0075, False),
+    ("canny_soft", "thin", 0.0075, True),
+    ("sobel", "thin", 0.0075, True),
+    ("sobel", "raw", 0.003, True),
+    ("sobel", "no_void_crowd", 0.0075, True),
+    ("canny_soft", "no_void_crowd", 0.003, False),
+    ("canny", "raw", 0.002, False),
+])
+def test_protocol_options_equal_pyedgeeval_path(coco_mini, monkeypatch, pred_kind, gt_kind, max_dist, nms):
+    """Every protocol option of docs/edges.md §7 (soft Canny, GT thinned / raw / without void and
+    crowd boundaries, tighter max_dist, NMS on/off) == pyEdgeEval's evaluate_boundaries_threshold
+    with its own fast_nms (r=1, s=5, m=1.01), both with the seeded matcher."""
+    ebt = importlib.import_module("pyEdgeEval.common.binary_label.evaluate_boundaries")
+    monkeypatch.setattr(ebt, "correspond_pixels",
+                        lambda p, g, max_dist: me.correspond_pixels(p, g, max_dist))
+    box = (slice(200, 280), slice(80, 200))  # a crop with boundaries between two labelled segments
+    rgb = load_rgb(coco_mini / "images" / f"{IMAGE_ID:012d}.jpg")
+    name, params = {"canny_soft": ("canny", {"output": "soft"})}.get(pred_kind, (pred_kind, {}))
+    pred = get_edge_source(name, params).compute(rgb)[box]
+    assert np.unique(pred).size > (10 if pred_kind != "canny" else 1)
+    ann = coco_mini / "annotations"
+    kw = {"thin": dict(thin=True), "raw": {},
+          "no_void_crowd": dict(thin=True, include_void=False, include_crowd=False)}[gt_kind]
+    gt = load_edge_gts(ann / "panoptic_mini.json", ann / "panoptic_mini", image_ids=[IMAGE_ID], **kw)[IMAGE_ID][box]
+    thr = threshold_grid(13)
+    ours = image_counts(pred, gt, 13, max_dist=max_dist, apply_thinning=True, apply_nms=nms)
+    ref = ebt.evaluate_boundaries_threshold(thr, pred.astype(np.float64), gt, max_dist=max_dist,
+                                            apply_thinning=True, apply_nms=nms)
+    for a, b in zip(ours, ref):
+        assert np.array_equal(a, b)
+    assert ours[0].max() > 0  # something matched
+
+
 def _thin_cases():
     from scipy import ndimage as ndi
 
