@@ -366,6 +366,24 @@ def test_gt_neighbourhood_graph_is_the_bsds_graph(real_crop):
                                                         nb.outlier_weight)
 
 
+@pytest.mark.parametrize("case", ["sobel", "canny", "dense", "no_gt"])
+def test_fast_image_counts_equal_per_threshold_matching(real_crop, case):
+    """The fast loop (GT neighbourhood built once, shared and repeated thinned maps matched once)
+    == thinning and matching every threshold on its own."""
+    from trace_edges.metrics.edges import bsds_thin
+    from trace_edges.metrics.fast_match import GTNeighbourhood
+
+    pred = {"sobel": real_crop["sobel"], "canny": real_crop["canny"], "no_gt": real_crop["sobel"],
+            "dense": 1.0 - 0.2 * real_crop["sobel"]}[case].astype(np.float64)
+    gt = np.zeros_like(real_crop["gt"]) if case == "no_gt" else real_crop["gt"]
+    got = image_counts(pred, gt, 17, matcher="fast")
+    nb = GTNeighbourhood(gt, 0.0075)
+    for i, t in enumerate(threshold_grid(17)):
+        b = bsds_thin(pred >= t)
+        k = nb.match_count(b) if gt.any() else 0
+        assert [c[i] for c in got] == [k, gt.sum(), k, b.sum()]
+
+
 def _real_maps(crop):
     from trace_edges.metrics.edges import edge_nms
 

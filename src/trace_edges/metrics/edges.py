@@ -19,6 +19,11 @@ with three exact changes (all proved equal to pyEdgeEval's own loop in ``tests/t
    give the same binary map, so it is thinned and matched once (Canny's binary maps: once, not
    33/99 times). An empty binary map is not sent to the matcher (it matches nothing).
 
+With ``matcher="fast"`` (the default, ``score.edges.matcher``) the BSDS matcher is replaced by
+:mod:`trace_edges.metrics.fast_match`: the same graph and costs with a complete outlier graph,
+split into connected components and solved exactly. Its counts are never below the reference's
+and differ where the BSDS matcher's random outlier sample leaves it sub-optimal (docs/edges.md §5).
+
 The dataset aggregation is ``pyEdgeEval.common.binary_label.calculate_metrics`` itself, fed the
 per-image counts: ODS = F1 of the pooled counts, maximised by pyEdgeEval's interpolation between
 neighbouring thresholds; OIS = F1 of the counts pooled at each image's best threshold; AP =

@@ -16,9 +16,9 @@ to every outlier node, the optimum would be exactly the matching ``M`` of the re
 minimising ``w(M) - ow |M|``, and that problem splits into the connected components of the
 real-edge graph (pixels farther apart than ``max_dist`` share no edge). The BSDS graph's outlier
 links are a sparse random sample instead: they couple all pixels, and when the sample cannot
-absorb exactly the unmatched pixels of that optimum, CSA settles for a costlier matching
-(typically one or two real pairs fewer). This module solves the complete-outlier problem, per
-component, exactly:
+absorb exactly the unmatched pixels of that optimum, CSA settles for a costlier matching (one
+to a few real pairs fewer: up to 7 measured on coco_mini). This module solves the
+complete-outlier problem, per component, exactly:
 
 * **small components** (``min(n1, n2) * w_max < ow``, i.e. fewer than ~100 pixels on the smaller
   side): every extra real pair lowers the cost (an augmenting path adds at most ``min(n1, n2)``
@@ -35,8 +35,9 @@ component, exactly:
 
 The counts (matched predicted pixels = matched GT pixels = ``|M|``) are therefore those of the
 optimal complete-outlier matching; they differ from the BSDS matcher's where its random outlier
-sample makes it sub-optimal, and (never observed, it needs an exact integer coincidence) where
-optimal matchings of different sizes tie. ``docs/edges.md`` §5 gives the measured differences.
+sample makes it sub-optimal, and, in large components only, where optimal matchings of different
+sizes tie (their real weights would have to differ by exactly a multiple of ``ow``).
+``docs/edges.md`` §5 gives the measured differences.
 
 The GT side is fixed across thresholds, so :class:`GTNeighbourhood` lists once per image every
 (position, GT pixel, weight) triple within ``max_dist`` of a GT pixel; a threshold's graph is then
