@@ -62,7 +62,11 @@ CONFIGFILES = ["config.yaml"] + [
 R = f"results/{PRESET}"              # every output of this run lives under R
 LOGS = f"{R}/logs"
 BENCH = f"{R}/benchmarks"
-ENV = "../envs/trace-edges.yaml"  # relative to rules/
+ENV = "../envs/trace-edges.yaml"  # relative to rules/ (CPU torch)
+CUDA_ENV = "../envs/trace-edges-gpu.yaml"  # the same packages with a CUDA build of torch
+# The env of the rules that request a GPU (resources gpu=1) under --sdm conda: config gpu_env
+# (config.paper.yaml: cuda). Every other rule keeps ENV.
+GPU_ENV = CUDA_ENV if config["gpu_env"] == "cuda" else ENV
 
 EDGE_SOURCES = list(config["edges"]["sources"])
 STAGED_SOURCES = staged_sources()   # written by their own stages (rules/teacher.smk, student.smk)

@@ -150,10 +150,11 @@ rule teacher_figures:
         f"{BENCH}/figures/teacher_figures.tsv"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=20,
+        gpu=0 if TBB["tiny"] else 1,  # walks one image's trajectory on the configured device
+        mem_mb=4000 if TBB["tiny"] else 8000,  # as trajectory
+        runtime=20 if TBB["tiny"] else 60,
     conda:
-        ENV
+        ENV if TBB["tiny"] else GPU_ENV
     shell:
         "{params.te} teacher-figure --figure all --params '{params.teacher}' --manifest {input.manifest} "
         "{params.image} --iep {input.iep} --seed {params.seed} --dpi {params.dpi} "
@@ -278,7 +279,7 @@ rule figure_backbones:
         mem_mb=4000 if TBB["tiny"] else 80000,
         runtime=20 if TBB["tiny"] else 240,
     conda:
-        ENV
+        ENV if TBB["tiny"] else GPU_ENV
     shell:
         "{params.te} teacher-figure --figure backbones --params '{params.teacher}' --backbones '{params.backbones}' "
         "--manifest {input.manifest} {params.image} --seed {params.seed} --dpi {params.dpi} "

@@ -35,7 +35,7 @@ rule distill:
         mem_mb=4000 if TBB["tiny"] else 40000,
         runtime=15 if TBB["tiny"] else 1440,
     conda:
-        ENV
+        GPU_ENV
     shell:
         "{params.te} distill --params '{params.student}' --teacher-params '{params.teacher}' "
         "--manifest {input.manifest} --labels {input.labels} --out-dir {params.out_dir} --seed {params.seed} "
@@ -65,7 +65,7 @@ rule student_infer:
         mem_mb=3000,
         runtime=10 if TBB["tiny"] else 120,
     conda:
-        ENV
+        GPU_ENV
     shell:
         "{params.te} student-infer --model {input.model} --manifest {input.manifest} --out-dir {params.out_dir} "
         "--threads {threads} > {log} 2>&1"
@@ -93,10 +93,11 @@ rule student_figure:
         f"{BENCH}/figures/student_strip.tsv"
     threads: 1
     resources:
+        gpu=0 if TBB["tiny"] else 1,  # the student's forward on the device model.json names
         mem_mb=3000,
-        runtime=10,
+        runtime=10 if TBB["tiny"] else 30,
     conda:
-        ENV
+        ENV if TBB["tiny"] else GPU_ENV
     shell:
         "{params.te} student-figure --manifest {input.manifest} --teacher-edges {params.teacher_dir} --model {input.model} "
         "--image-ids {params.ids} --dpi {params.dpi} --out-png {output.png} --out-pdf {output.pdf} > {log} 2>&1"

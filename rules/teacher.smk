@@ -67,7 +67,7 @@ rule trajectory:
         mem_mb=8000 if not TBB["tiny"] else 2000,
         runtime=240 if not TBB["tiny"] else 10,
     conda:
-        ENV
+        GPU_ENV
     shell:
         "{params.te} trajectory --params '{params.teacher}' --manifest {input.manifest} --shard {wildcards.shard} "
         "--seed {params.seed} --out-dir {params.out_dir} {params.latency} --threads {threads} > {log} 2>&1"
