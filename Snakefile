@@ -27,6 +27,7 @@ validate(config, "src/trace_edges/schemas/config.schema.yaml")
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from trace_edges.edges import staged_sources  # noqa: E402
 from trace_edges.families import tiny_marker  # noqa: E402
+from trace_edges.null_prompt import artifact_name, has_text_encoder  # noqa: E402
 from trace_edges.provenance import stage_sources  # noqa: E402
 from trace_edges.ablations import expand as expand_ablations  # noqa: E402
 from trace_edges.config import check_consistency  # noqa: E402

@@ -129,6 +129,7 @@ rule teacher_figures:
         manifest=f"{R}/data/manifest.json",
         iep=f"{TDIR}/iep.json",
         model=_model_input,
+        null_prompt=null_prompt_input(TBB),
         code=code("teacher_figures"),
     output:
         pca_png=report(f"{R}/figures/teacher_pca.png", category="Teacher", caption=_TFIG_CAPTION),
@@ -144,6 +145,7 @@ rule teacher_figures:
         dpi=config["report"]["dpi"],
         seed=config["seed"],
         out_dir=lambda w, output: os.path.dirname(output.pca_png),  # teacher_<figure>.{png,pdf} there
+        null_prompt=lambda w, input: f"--null-prompt-dir {NULL_DIR}" if input.null_prompt else "",
     log:
         f"{LOGS}/figures/teacher_figures.log",
     benchmark:
@@ -158,7 +160,7 @@ rule teacher_figures:
     shell:
         "{params.te} teacher-figure --figure all --params '{params.teacher}' --manifest {input.manifest} "
         "{params.image} --iep {input.iep} --seed {params.seed} --dpi {params.dpi} "
-        "--out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
+        "--out-dir {params.out_dir} {params.null_prompt} --threads {threads} > {log} 2>&1"
 
 
 # ---- teacher vs student latency (benchmarks/bench_speed.py, measured outside the DAG) ---------
@@ -258,6 +260,7 @@ rule figure_backbones:
     input:
         manifest=f"{R}/data/manifest.json",
         models=[m for b in BACKBONE_BLOCKS.values() for m in tiny_model_input(b["backbone"])],
+        null_prompt=[p for b in BACKBONE_BLOCKS.values() for p in null_prompt_input(b["backbone"])],
         code=code("teacher_figures"),
     output:
         png=report(f"{R}/figures/backbones_pca.png", category="Teacher", caption=_TFIG_CAPTION),
@@ -269,6 +272,7 @@ rule figure_backbones:
         image=f"--image-id {_TFIG_IMAGE}" if _TFIG_IMAGE is not None else "--image-id first",
         dpi=config["report"]["dpi"],
         seed=config["seed"],
+        null_prompt=lambda w, input: f"--null-prompt-dir {NULL_DIR}" if input.null_prompt else "",
     log:
         f"{LOGS}/figures/backbones_pca.log",
     benchmark:
@@ -283,4 +287,4 @@ rule figure_backbones:
     shell:
         "{params.te} teacher-figure --figure backbones --params '{params.teacher}' --backbones '{params.backbones}' "
         "--manifest {input.manifest} {params.image} --seed {params.seed} --dpi {params.dpi} "
-        "--out-png {output.png} --out-pdf {output.pdf} --threads {threads} > {log} 2>&1"
+        "--out-png {output.png} --out-pdf {output.pdf} {params.null_prompt} --threads {threads} > {log} 2>&1"
