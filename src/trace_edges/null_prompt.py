@@ -103,7 +103,10 @@ def write_null_text(backbone: Mapping[str, Any], out: str | Path) -> dict[str, A
         "sha256": sha256_file(out),
         "tensors": {k: {"shape": list(v.shape), "dtype": str(v.dtype).replace("torch.", "")}
                     for k, v in text.items()},
-        "provenance": provenance.record("null_prompt", params=identity(backbone), model=model),
+        # the model record stays out of the provenance block: `trace-edges audit` compares a
+        # provenance model with the MAIN teacher's, and this folder also holds the ablation cells'
+        "model": model,
+        "provenance": provenance.record("null_prompt", params=identity(backbone)),
     }
     write_json(out.with_suffix(".json"), meta)
     return meta
