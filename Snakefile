@@ -27,6 +27,7 @@ validate(config, "src/trace_edges/schemas/config.schema.yaml")
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from trace_edges.edges import gt_sources, staged_sources  # noqa: E402
 from trace_edges.families import tiny_marker  # noqa: E402
+from trace_edges.null_prompt import artifact_name, has_text_encoder  # noqa: E402
 from trace_edges.provenance import stage_sources  # noqa: E402
 from trace_edges.ablations import expand as expand_ablations  # noqa: E402
 from trace_edges.config import check_consistency  # noqa: E402
@@ -62,7 +63,11 @@ CONFIGFILES = ["config.yaml"] + [
 R = f"results/{PRESET}"              # every output of this run lives under R
 LOGS = f"{R}/logs"
 BENCH = f"{R}/benchmarks"
-ENV = "../envs/trace-edges.yaml"  # relative to rules/
+ENV = "../envs/trace-edges.yaml"  # relative to rules/ (CPU torch)
+CUDA_ENV = "../envs/trace-edges-gpu.yaml"  # the same packages with a CUDA build of torch
+# The env of the rules that request a GPU (resources gpu=1) under --sdm conda: config gpu_env
+# (config.paper.yaml: cuda). Every other rule keeps ENV.
+GPU_ENV = CUDA_ENV if config["gpu_env"] == "cuda" else ENV
 
 # an ORACLE source reads the ground truth: left out of an images-only run (one log line says so)
 EDGE_SOURCES = [s for s in config["edges"]["sources"] if HAS_GT or s not in gt_sources()]

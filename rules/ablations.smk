@@ -65,6 +65,7 @@ use rule trajectory as ab_trajectory with:
     input:
         manifest=f"{AB}/data/manifest.json",
         model=lambda w: tiny_model_input(AB_TEACHERS[w.source]["backbone"]),
+        null_prompt=lambda w: null_prompt_input(AB_TEACHERS[w.source]["backbone"]),
         code=code("teacher"),
     output:
         shard=f"{AB}/teacher/{{source}}/trajectory/shard_{{shard}}.json",
@@ -128,6 +129,7 @@ use rule student_infer as ab_student_infer with:
         model=lambda w: f"{_ab_student(w)}/model.safetensors",
         meta=lambda w: f"{_ab_student(w)}/model.json",
         manifest=f"{AB}/data/manifest.json",
+        null_prompt=null_prompt_input(TBB),
         code=code("student"),
     output:
         f"{AB}/edges/{{source}}/manifest.json",

@@ -75,6 +75,25 @@ def tiny_model_input(backbone):
     return [f"{expected}/{tiny_marker(backbone['family'])}"]
 
 
+def null_prompt_input(backbone):
+    """The null_prompt artifact of a backbone block (rule null_prompt); [] for an image encoder
+    (DINOv2: no prompt)."""
+    if not has_text_encoder(backbone["family"]):
+        return []
+    return [f"{NULL_DIR}/{artifact_name(backbone)}.safetensors"]
+
+
+def null_prompt_arg(wildcards, input):
+    """`--null-prompt PATH` when the job has a null_prompt input, else nothing."""
+    return f"--null-prompt {input.null_prompt}" if input.null_prompt else ""
+
+
+def null_prompt_blocks():
+    """artifact name -> backbone block, for every diffusion backbone the run loads."""
+    blocks = [TBB] + [t["backbone"] for t in AB_EXP.teachers.values()]
+    return {artifact_name(b): b for b in blocks if has_text_encoder(b["family"])}
+
+
 def _model_input(wildcards):
     return tiny_model_input(TBB)
 

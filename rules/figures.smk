@@ -129,6 +129,7 @@ rule teacher_figures:
         manifest=f"{R}/data/manifest.json",
         iep=f"{TDIR}/iep.json",
         model=_model_input,
+        null_prompt=null_prompt_input(TBB),
         code=code("teacher_figures"),
     output:
         pca_png=report(f"{R}/figures/teacher_pca.png", category="Teacher", caption=_TFIG_CAPTION),
@@ -144,20 +145,22 @@ rule teacher_figures:
         dpi=config["report"]["dpi"],
         seed=config["seed"],
         out_dir=lambda w, output: os.path.dirname(output.pca_png),  # teacher_<figure>.{png,pdf} there
+        null_prompt=lambda w, input: f"--null-prompt-dir {NULL_DIR}" if input.null_prompt else "",
     log:
         f"{LOGS}/figures/teacher_figures.log",
     benchmark:
         f"{BENCH}/figures/teacher_figures.tsv"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=20,
+        gpu=0 if TBB["tiny"] else 1,  # walks one image's trajectory on the configured device
+        mem_mb=4000 if TBB["tiny"] else 8000,  # as trajectory
+        runtime=20 if TBB["tiny"] else 60,
     conda:
-        ENV
+        ENV if TBB["tiny"] else GPU_ENV
     shell:
         "{params.te} teacher-figure --figure all --params '{params.teacher}' --manifest {input.manifest} "
         "{params.image} --iep {input.iep} --seed {params.seed} --dpi {params.dpi} "
-        "--out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
+        "--out-dir {params.out_dir} {params.null_prompt} --threads {threads} > {log} 2>&1"
 
 
 # ---- teacher vs student latency (benchmarks/bench_speed.py, measured outside the DAG) ---------
@@ -257,6 +260,7 @@ rule figure_backbones:
     input:
         manifest=f"{R}/data/manifest.json",
         models=[m for b in BACKBONE_BLOCKS.values() for m in tiny_model_input(b["backbone"])],
+        null_prompt=[p for b in BACKBONE_BLOCKS.values() for p in null_prompt_input(b["backbone"])],
         code=code("teacher_figures"),
     output:
         png=report(f"{R}/figures/backbones_pca.png", category="Teacher", caption=_TFIG_CAPTION),
@@ -268,6 +272,7 @@ rule figure_backbones:
         image=f"--image-id {_TFIG_IMAGE}" if _TFIG_IMAGE is not None else "--image-id first",
         dpi=config["report"]["dpi"],
         seed=config["seed"],
+        null_prompt=lambda w, input: f"--null-prompt-dir {NULL_DIR}" if input.null_prompt else "",
     log:
         f"{LOGS}/figures/backbones_pca.log",
     benchmark:
@@ -278,8 +283,8 @@ rule figure_backbones:
         mem_mb=4000 if TBB["tiny"] else 80000,
         runtime=20 if TBB["tiny"] else 240,
     conda:
-        ENV
+        ENV if TBB["tiny"] else GPU_ENV
     shell:
         "{params.te} teacher-figure --figure backbones --params '{params.teacher}' --backbones '{params.backbones}' "
         "--manifest {input.manifest} {params.image} --seed {params.seed} --dpi {params.dpi} "
-        "--out-png {output.png} --out-pdf {output.pdf} --threads {threads} > {log} 2>&1"
+        "--out-png {output.png} --out-pdf {output.pdf} {params.null_prompt} --threads {threads} > {log} 2>&1"

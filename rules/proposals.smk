@@ -58,7 +58,7 @@ rule proposals:
         mem_mb=16000 if MASKCUT_GPU else 3000,
         runtime=2880 if MASKCUT_GPU else 60,  # ~10-20 s per COCO image; per-image resume
     conda:
-        ENV
+        GPU_ENV if MASKCUT_GPU else ENV
     shell:
         "{params.te} proposals --params '{params.proposals}' --manifest {input.manifest} --out {output} "
         "--threads {threads} > {log} 2>&1"

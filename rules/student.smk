@@ -12,6 +12,7 @@ rule distill:
         manifest=f"{R}/data/manifest.json",
         labels=f"{TDIR}/labels/manifest.json",
         model=_model_input,
+        null_prompt=null_prompt_input(TBB),
         code=code("student"),
     output:
         model=f"{SDIR}/model.safetensors",
@@ -24,6 +25,7 @@ rule distill:
         teacher=as_json(TEACHER),
         seed=config["seed"],
         out_dir=lambda w, output: os.path.dirname(output.model),
+        null_prompt=null_prompt_arg,
     log:
         f"{LOGS}/student/distill.log",
     benchmark:
@@ -35,11 +37,11 @@ rule distill:
         mem_mb=4000 if TBB["tiny"] else 40000,
         runtime=15 if TBB["tiny"] else 1440,
     conda:
-        ENV
+        GPU_ENV
     shell:
         "{params.te} distill --params '{params.student}' --teacher-params '{params.teacher}' "
         "--manifest {input.manifest} --labels {input.labels} --out-dir {params.out_dir} --seed {params.seed} "
-        "--threads {threads} > {log} 2>&1"
+        "{params.null_prompt} --threads {threads} > {log} 2>&1"
 
 
 rule student_infer:
@@ -48,12 +50,14 @@ rule student_infer:
         model=f"{SDIR}/model.safetensors",
         meta=f"{SDIR}/model.json",
         manifest=f"{R}/data/manifest.json",
+        null_prompt=null_prompt_input(TBB),
         code=code("student"),
     output:
         f"{R}/edges/trace_student/manifest.json",
     params:
         te=te,
         out_dir=lambda w, output: os.path.dirname(output[0]),
+        null_prompt=null_prompt_arg,
     log:
         f"{LOGS}/student/infer.log",
     benchmark:
@@ -65,10 +69,10 @@ rule student_infer:
         mem_mb=3000,
         runtime=10 if TBB["tiny"] else 120,
     conda:
-        ENV
+        GPU_ENV
     shell:
         "{params.te} student-infer --model {input.model} --manifest {input.manifest} --out-dir {params.out_dir} "
-        "--threads {threads} > {log} 2>&1"
+        "{params.null_prompt} --threads {threads} > {log} 2>&1"
 
 
 rule student_figure:
@@ -78,6 +82,7 @@ rule student_figure:
         teacher=f"{R}/edges/trace_teacher/manifest.json",
         model=f"{SDIR}/model.safetensors",
         meta=f"{SDIR}/model.json",
+        null_prompt=null_prompt_input(TBB),
         code=code("student"),
     output:
         png=report(f"{R}/figures/student_strip.png", category="Student", caption="../docs/report/student.rst"),
@@ -87,16 +92,19 @@ rule student_figure:
         ids=" ".join(str(i) for i in FIG["qualitative"]),
         dpi=config["report"]["dpi"],
         teacher_dir=lambda w, input: os.path.dirname(input.teacher),
+        null_prompt=null_prompt_arg,
     log:
         f"{LOGS}/figures/student_strip.log",
     benchmark:
         f"{BENCH}/figures/student_strip.tsv"
     threads: 1
     resources:
+        gpu=0 if TBB["tiny"] else 1,  # the student's forward on the device model.json names
         mem_mb=3000,
-        runtime=10,
+        runtime=10 if TBB["tiny"] else 30,
     conda:
-        ENV
+        ENV if TBB["tiny"] else GPU_ENV
     shell:
         "{params.te} student-figure --manifest {input.manifest} --teacher-edges {params.teacher_dir} --model {input.model} "
-        "--image-ids {params.ids} --dpi {params.dpi} --out-png {output.png} --out-pdf {output.pdf} > {log} 2>&1"
+        "--image-ids {params.ids} --dpi {params.dpi} --out-png {output.png} --out-pdf {output.pdf} {params.null_prompt} "
+        "> {log} 2>&1"

@@ -59,6 +59,7 @@ STAGE_ENTRIES: dict[str, tuple[str, ...]] = {
     "score": ("commands.score",),
     # trajectory, iep, teacher-labels (not build-tiny: build_tiny below)
     "teacher": ("commands.teacher:run_trajectory", "commands.teacher:run_iep", "commands.teacher:run_labels"),
+    "null_prompt": ("commands.teacher:run_null_prompt",),
     "audit": ("commands.audit",),
     # distill, student-infer, and the student-figure strip (rules/student.smk)
     "student": ("commands.student", "commands.report:run_student_figure"),

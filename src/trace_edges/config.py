@@ -88,9 +88,18 @@ def check_consistency(config: Mapping[str, Any], *, where: str = "config") -> No
     :func:`load_config`, :func:`load_workflow_config` and the Snakefile).
 
     * An image-encoder teacher backbone (``dinov2``, the paper's non-diffusion control) has no
-      timestep to distil into: no ``trace_student`` edge source and no student ablation cell."""
+      timestep to distil into: no ``trace_student`` edge source and no student ablation cell.
+    * A ``device: cuda`` anywhere (teacher backbone, ablation cells, MaskCut) needs ``gpu_env:
+      cuda``: under ``--sdm conda`` the GPU rules would otherwise get CPU-only torch."""
     from trace_edges.families import ENCODER_FAMILIES
 
+    cuda = sorted(_cuda_device_keys(config))
+    if cuda and config.get("gpu_env", "cpu") != "cuda":
+        raise ConfigError(
+            f"{where}: {', '.join(cuda)} asks for a CUDA device, but gpu_env is "
+            f"{config.get('gpu_env', 'cpu')!r}: under `snakemake --sdm conda` the GPU rules would run in "
+            f"envs/trace-edges.yaml (CPU-only torch)",
+            fix="set gpu_env: cuda (GPU rules use envs/trace-edges-gpu.yaml), or device: auto / cpu")
     family = ((config.get("teacher") or {}).get("backbone") or {}).get("family")
     if family not in ENCODER_FAMILIES:
         return
@@ -103,6 +112,19 @@ def check_consistency(config: Mapping[str, Any], *, where: str = "config") -> No
             + (f" (student cells: {cells})" if cells else " (edges.sources has trace_student)"),
             fix="drop trace_student from edges.sources and the student ablation cells, or use a diffusion "
                 "family for the main teacher (encoders belong in the `backbone` ablation grid)")
+
+
+def _cuda_device_keys(node: Any, path: str = "") -> list[str]:
+    """Dotted paths of every ``device`` key whose value names CUDA (``cuda``, ``cuda:1``)."""
+    out: list[str] = []
+    if isinstance(node, Mapping):
+        for k, v in node.items():
+            sub = f"{path}.{k}" if path else str(k)
+            if k == "device" and isinstance(v, str) and v.startswith("cuda"):
+                out.append(sub)
+            else:
+                out += _cuda_device_keys(v, sub)
+    return out
 
 
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:

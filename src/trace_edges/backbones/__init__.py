@@ -29,16 +29,25 @@ def backbone_class(family: str) -> type[Backbone]:
 
 
 def load_backbone(spec: Mapping[str, Any], device: str | torch.device = "cpu",
-                  dtype: torch.dtype = torch.float32) -> Backbone:
+                  dtype: torch.dtype = torch.float32, *, null_text: Mapping[str, torch.Tensor] | None = None
+                  ) -> Backbone:
     """Load the adapter for ``spec = {"family", "model", "revision", "resolution", ...}``.
 
     ``model`` is a hub id or a local diffusers pipeline directory; both go through the family's
-    pipeline class ``from_pretrained(model, revision=..., torch_dtype=dtype)``.
+    pipeline class ``from_pretrained(model, revision=..., torch_dtype=dtype)``. ``null_text``: the
+    empty prompt's text-encoder outputs (:mod:`trace_edges.null_prompt`): the text
+    encoders are then not loaded at all (diffusion families only).
     """
     if not isinstance(spec, Mapping) or "family" not in spec:
         raise ConfigError("backbone spec must be a mapping with a 'family' key",
                           fix=f"families: {list(FAMILIES)}")
-    return backbone_class(spec["family"])(spec, device=device, dtype=dtype)
+    cls = backbone_class(spec["family"])
+    if null_text is None:
+        return cls(spec, device=device, dtype=dtype)
+    if not issubclass(cls, Backbone):
+        raise ConfigError(f"backbone family {spec['family']!r} has no text encoder: no null-prompt embeddings",
+                          fix="drop the null-prompt input for this backbone")
+    return cls(spec, device=device, dtype=dtype, null_text=null_text)
 
 
 __all__ = ["AttnSite", "Backbone", "EpsBackbone", "FlowBackbone", "FAMILIES", "SPEC_KEYS",

@@ -135,30 +135,30 @@ class Backbone:
     default_guidance: ClassVar[float] = 1.0
 
     def __init__(self, spec: Mapping[str, Any], device: str | torch.device = "cpu",
-                 dtype: torch.dtype = torch.float32):
+                 dtype: torch.dtype = torch.float32, *, null_text: Mapping[str, torch.Tensor] | None = None):
         self.spec = normalize_spec(spec, type(self))
         self.resolution: int = self.spec["resolution"]
         self.device = torch.device(device)
         self.dtype = dtype
-        self.pipe = self._load_pipeline()
+        # ``null_text`` (the null_prompt stage's artifact, :mod:`trace_edges.null_prompt`):
+        # the empty prompt's text-encoder outputs, so the text encoders are never loaded.
+        self.pipe = self._load_pipeline(without_text=null_text is not None)
         self.vae = self.pipe.vae
         self.denoiser: torch.nn.Module = getattr(self.pipe, self.denoiser_attr)
         self.scheduler = self.pipe.scheduler
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self._check_resolution()
-        # Null-prompt conditioning, computed once with the pipeline's own encode_prompt; the
-        # text encoders are then released (the null prompt is the only prompt TRACE uses).
-        for name in self.text_encoder_attrs:
-            enc = getattr(self.pipe, name, None)
-            if enc is not None:
-                enc.to(self.device)
-        with torch.no_grad():
-            self._null = self._encode_null()
-        for name in self.text_encoder_attrs:
-            if getattr(self.pipe, name, None) is not None:
-                setattr(self.pipe, name, None)
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+        if null_text is None:
+            # Null-prompt conditioning, computed once with the pipeline's own encode_prompt; the
+            # text encoders are then released (the null prompt is the only prompt TRACE uses).
+            null_text = self.encode_null_text(self.pipe, self.device)
+            for name in self.text_encoder_attrs:
+                if getattr(self.pipe, name, None) is not None:
+                    setattr(self.pipe, name, None)
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+        self.null_text: dict[str, torch.Tensor] = self._check_null_text(null_text)
+        self._null = self._null_from_text({k: v.to(self.device) for k, v in self.null_text.items()})
         for module in (self.vae, self.denoiser):
             module.to(self.device)
             module.eval()
@@ -168,24 +168,41 @@ class Backbone:
         self._setup_schedule()
 
     # ------------------------------------------------------------------ loading
-    def _pipeline_cls(self):
+    @classmethod
+    def _pipeline_cls(cls):
         import diffusers
 
-        return getattr(diffusers, self.pipeline_class_name)
+        return getattr(diffusers, cls.pipeline_class_name)
 
-    def _load_kwargs(self) -> dict[str, Any]:
+    @classmethod
+    def _load_kwargs(cls, spec: Mapping[str, Any]) -> dict[str, Any]:
         return {}
 
-    def _load_pipeline(self):
-        cls = self._pipeline_cls()
-        model, revision = self.spec["model"], self.spec["revision"]
+    @classmethod
+    def _text_components(cls) -> dict[str, None]:
+        """Every text encoder and its tokenizer set to None (``from_pretrained`` then skips them)."""
+        out: dict[str, None] = {}
+        for name in cls.text_encoder_attrs:
+            out[name] = None
+            out[name.replace("text_encoder", "tokenizer")] = None
+        return out
+
+    def _load_pipeline(self, without_text: bool = False):
+        return self.load_pipeline(self.spec, self.dtype, **(self._text_components() if without_text else {}))
+
+    @classmethod
+    def load_pipeline(cls, spec: Mapping[str, Any], dtype: torch.dtype, **components: Any):
+        """The family's pipeline ``from_pretrained`` for a normalized ``spec`` in ``dtype``;
+        ``components`` (e.g. ``transformer=None``) replace or skip pipeline components."""
+        pipe_cls = cls._pipeline_cls()
+        model, revision = spec["model"], spec["revision"]
+        kwargs = {**cls._load_kwargs(spec), **components}
         try:
-            return cls.from_pretrained(model, revision=revision, **_dtype_kwarg(self.dtype),
-                                       **self._load_kwargs())
+            return pipe_cls.from_pretrained(model, revision=revision, **_dtype_kwarg(dtype), **kwargs)
         except (OSError, ValueError, EnvironmentError) as exc:
             local = Path(model).exists()
             raise DataError(
-                f"cannot load {self.family} pipeline {cls.__name__} from "
+                f"cannot load {cls.family} pipeline {pipe_cls.__name__} from "
                 f"{'local directory' if local else 'hub id'} {model!r} (revision {revision!r}): "
                 f"{type(exc).__name__}: {exc}",
                 fix=("check that the directory is a diffusers pipeline (model_index.json); tiny "
@@ -253,8 +270,38 @@ class Backbone:
         return self.vae.decode(z).sample.to(torch.float32).clamp(-1, 1)
 
     # ------------------------------------------------------------------ conditioning
-    def _encode_null(self) -> dict[str, Any]:
+    #: the names of :meth:`_encode_text`'s tensors (the null_prompt artifact's keys)
+    null_text_keys: ClassVar[tuple[str, ...]] = ("prompt_embeds",)
+
+    @classmethod
+    def encode_null_text(cls, pipe: Any, device: torch.device) -> dict[str, torch.Tensor]:
+        """The empty prompt through ``pipe``'s text encoders (moved to ``device``): the tensors
+        :meth:`_encode_text` returns, detached, in the encoders' dtype, on the CPU."""
+        for name in cls.text_encoder_attrs:
+            enc = getattr(pipe, name, None)
+            if enc is not None:
+                enc.to(device)
+        with torch.no_grad():
+            out = cls._encode_text(pipe, torch.device(device))
+        return {k: v.detach().to("cpu") for k, v in out.items()}
+
+    @classmethod
+    def _encode_text(cls, pipe: Any, device: torch.device) -> dict[str, torch.Tensor]:
+        """``pipe.encode_prompt("")`` as the pipeline's ``__call__`` runs it (no CFG): only the
+        tensors that come from the text encoders, named as :attr:`null_text_keys`."""
         raise NotImplementedError
+
+    def _null_from_text(self, text: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+        """The denoiser kwargs for the empty prompt from :meth:`_encode_text`'s tensors (plus the
+        family's non-text conditioning: micro-conditions, position ids, guidance)."""
+        raise NotImplementedError
+
+    def _check_null_text(self, text: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if set(text) != set(self.null_text_keys):
+            raise DataError(f"{self.family}: null-prompt tensors {sorted(text)} are not the family's "
+                            f"{sorted(self.null_text_keys)}",
+                            fix="recompute them with `trace-edges null-prompt` for this backbone")
+        return {k: text[k].detach().to("cpu") for k in self.null_text_keys}
 
     def null_condition(self) -> dict[str, Any]:
         """Denoiser kwargs for the empty prompt ``""`` (no CFG), computed once at load."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import torch
 
@@ -42,18 +42,24 @@ class FluxBackbone(FlowBackbone):
                                      cfg.get("max_image_seq_len", 4096), cfg.get("base_shift", 0.5),
                                      cfg.get("max_shift", 1.15)))
 
-    def _encode_null(self) -> dict[str, Any]:
-        prompt_embeds, pooled, text_ids = self.pipe.encode_prompt(
-            prompt="", prompt_2=None, device=self.device, num_images_per_prompt=1,
+    null_text_keys: ClassVar[tuple[str, ...]] = ("prompt_embeds", "pooled_prompt_embeds", "text_ids")
+
+    @classmethod
+    def _encode_text(cls, pipe: Any, device: torch.device) -> dict[str, torch.Tensor]:
+        prompt_embeds, pooled, text_ids = pipe.encode_prompt(
+            prompt="", prompt_2=None, device=device, num_images_per_prompt=1,
             max_sequence_length=FLUX_MAX_SEQUENCE_LENGTH)
+        return {"prompt_embeds": prompt_embeds, "pooled_prompt_embeds": pooled, "text_ids": text_ids}
+
+    def _null_from_text(self, text: Mapping[str, torch.Tensor]) -> dict[str, Any]:
         s = self.resolution // self.vae_scale_factor
         img_ids = self.pipe._prepare_latent_image_ids(1, s // 2, s // 2, self.device, self.dtype)
         guidance = None
         if self.denoiser.config.guidance_embeds:
             guidance = torch.full([1], self.spec["guidance"], device=self.device, dtype=torch.float32)
-        return {"encoder_hidden_states": prompt_embeds.to(self.device, self.dtype),
-                "pooled_projections": pooled.to(self.device, self.dtype),
-                "txt_ids": text_ids.to(self.device, self.dtype),
+        return {"encoder_hidden_states": text["prompt_embeds"].to(self.device, self.dtype),
+                "pooled_projections": text["pooled_prompt_embeds"].to(self.device, self.dtype),
+                "txt_ids": text["text_ids"].to(self.device, self.dtype),
                 "img_ids": img_ids,
                 "guidance": guidance}
 

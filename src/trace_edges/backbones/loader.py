@@ -8,6 +8,7 @@ model, device and dtype everywhere.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Mapping
 
 import torch
@@ -23,8 +24,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_configured_backbone(backbone: Mapping[str, Any]):
-    """Load the configured backbone (a validated ``teacher.backbone`` block) through ``load_backbone``."""
+def load_configured_backbone(backbone: Mapping[str, Any], null_prompt: str | Path | None = None):
+    """Load the configured backbone (a validated ``teacher.backbone`` block) through ``load_backbone``.
+
+    ``null_prompt``: the null_prompt stage's artifact for this backbone
+    (:mod:`trace_edges.null_prompt`); the text encoders are then never loaded. Without
+    it they are loaded, run once on the empty prompt and released."""
     from trace_edges.backbones import load_backbone
 
     if os.environ.get("TRACE_EDGES_NO_PROGRESS"):
@@ -36,7 +41,13 @@ def load_configured_backbone(backbone: Mapping[str, Any]):
     spec = {k: backbone[k] for k in ("family", "model", "revision", "resolution", "drop_t5")}
     if backbone.get("guidance") is not None:
         spec["guidance"] = backbone["guidance"]
-    return load_backbone(spec, device=resolve_device(backbone["device"]), dtype=DTYPES[backbone["dtype"]])
+    null_text = None
+    if null_prompt is not None:
+        from trace_edges.null_prompt import load_null_text
+
+        null_text = load_null_text(null_prompt, backbone)
+    return load_backbone(spec, device=resolve_device(backbone["device"]), dtype=DTYPES[backbone["dtype"]],
+                         null_text=null_text)
 
 
 __all__ = ["DTYPES", "load_configured_backbone", "resolve_device"]

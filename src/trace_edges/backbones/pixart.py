@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import torch
 
@@ -28,10 +28,16 @@ class PixArtBackbone(EpsBackbone):
     def resolution_multiple(self) -> int:
         return self.vae_scale_factor * self.patch_size
 
-    def _encode_null(self) -> dict[str, Any]:
-        prompt_embeds, mask, _, _ = self.pipe.encode_prompt(
-            "", do_classifier_free_guidance=False, num_images_per_prompt=1, device=self.device,
+    null_text_keys: ClassVar[tuple[str, ...]] = ("prompt_embeds", "prompt_attention_mask")
+
+    @classmethod
+    def _encode_text(cls, pipe: Any, device: torch.device) -> dict[str, torch.Tensor]:
+        prompt_embeds, mask, _, _ = pipe.encode_prompt(
+            "", do_classifier_free_guidance=False, num_images_per_prompt=1, device=device,
             clean_caption=False, max_sequence_length=PIXART_MAX_SEQUENCE_LENGTH)
+        return {"prompt_embeds": prompt_embeds, "prompt_attention_mask": mask}
+
+    def _null_from_text(self, text: Mapping[str, torch.Tensor]) -> dict[str, Any]:
         added = {"resolution": None, "aspect_ratio": None}
         # The pipeline passes the resolution / aspect-ratio micro-conditions when the transformer
         # uses them (PixArt-XL-2-1024-MS: sample_size 128); (height, width) = (R, R), ratio 1.
@@ -39,8 +45,8 @@ class PixArtBackbone(EpsBackbone):
             r = float(self.resolution)
             added = {"resolution": torch.tensor([[r, r]], device=self.device, dtype=self.dtype),
                      "aspect_ratio": torch.tensor([[1.0]], device=self.device, dtype=self.dtype)}
-        return {"encoder_hidden_states": prompt_embeds.to(self.device, self.dtype),
-                "encoder_attention_mask": mask.to(self.device),
+        return {"encoder_hidden_states": text["prompt_embeds"].to(self.device, self.dtype),
+                "encoder_attention_mask": text["prompt_attention_mask"].to(self.device),
                 "added_cond_kwargs": added}
 
     def null_condition(self) -> dict[str, Any]:

@@ -270,7 +270,7 @@ def real_backbone(family: str, *, resolution: int | None = None, depth: int | tu
     base = _adapter(family)
 
     class RealRandom(base):  # only the loading differs from the adapter the teacher uses
-        def _load_pipeline(self):
+        def _load_pipeline(self, without_text: bool = False):  # no text encoders either way
             return build_pipeline(family, seed=seed, dtype=self.dtype, depth=depth)
 
     RealRandom.__name__ = f"RealRandom{base.__name__}"

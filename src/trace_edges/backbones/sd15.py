@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import torch
 
@@ -73,11 +73,16 @@ class SD15Backbone(UNetBackbone):
     native_resolution: ClassVar[int] = 512
     default_model: ClassVar[str] = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
-    def _load_kwargs(self) -> dict[str, Any]:
+    @classmethod
+    def _load_kwargs(cls, spec: Mapping[str, Any]) -> dict[str, Any]:
         # never load the safety checker / its feature extractor (unused; 1.2 GB)
         return {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
 
-    def _encode_null(self) -> dict[str, Any]:
-        prompt_embeds, _ = self.pipe.encode_prompt(
-            "", self.device, num_images_per_prompt=1, do_classifier_free_guidance=False)
-        return {"encoder_hidden_states": prompt_embeds.to(self.device, self.dtype)}
+    @classmethod
+    def _encode_text(cls, pipe: Any, device: torch.device) -> dict[str, torch.Tensor]:
+        prompt_embeds, _ = pipe.encode_prompt("", device, num_images_per_prompt=1,
+                                              do_classifier_free_guidance=False)
+        return {"prompt_embeds": prompt_embeds}
+
+    def _null_from_text(self, text: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+        return {"encoder_hidden_states": text["prompt_embeds"].to(self.device, self.dtype)}

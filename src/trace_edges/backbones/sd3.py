@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import torch
 
@@ -20,8 +20,9 @@ class SD3Backbone(FlowBackbone):
     native_resolution: ClassVar[int] = 1024
     default_model: ClassVar[str] = "stabilityai/stable-diffusion-3.5-large"
 
-    def _load_kwargs(self) -> dict[str, Any]:
-        if self.spec["drop_t5"]:
+    @classmethod
+    def _load_kwargs(cls, spec: Mapping[str, Any]) -> dict[str, Any]:
+        if spec["drop_t5"]:
             # the pipeline's documented way to run without T5-XXL: its embeddings become zeros
             return {"text_encoder_3": None, "tokenizer_3": None}
         return {}
@@ -34,12 +35,18 @@ class SD3Backbone(FlowBackbone):
     def resolution_multiple(self) -> int:
         return self.vae_scale_factor * self.patch_size
 
-    def _encode_null(self) -> dict[str, Any]:
-        prompt_embeds, _, pooled, _ = self.pipe.encode_prompt(
-            prompt="", prompt_2=None, prompt_3=None, device=self.device, num_images_per_prompt=1,
+    null_text_keys: ClassVar[tuple[str, ...]] = ("prompt_embeds", "pooled_prompt_embeds")
+
+    @classmethod
+    def _encode_text(cls, pipe: Any, device: torch.device) -> dict[str, torch.Tensor]:
+        prompt_embeds, _, pooled, _ = pipe.encode_prompt(
+            prompt="", prompt_2=None, prompt_3=None, device=device, num_images_per_prompt=1,
             do_classifier_free_guidance=False, max_sequence_length=SD3_MAX_SEQUENCE_LENGTH)
-        return {"encoder_hidden_states": prompt_embeds.to(self.device, self.dtype),
-                "pooled_projections": pooled.to(self.device, self.dtype)}
+        return {"prompt_embeds": prompt_embeds, "pooled_prompt_embeds": pooled}
+
+    def _null_from_text(self, text: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+        return {"encoder_hidden_states": text["prompt_embeds"].to(self.device, self.dtype),
+                "pooled_projections": text["pooled_prompt_embeds"].to(self.device, self.dtype)}
 
     def _forward(self, x: torch.Tensor, t: int) -> torch.Tensor:
         ts = self.model_timesteps[t].reshape(1).to(self.device)  # sigma * 1000, float32 as the pipeline

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import torch
 
@@ -20,19 +20,23 @@ class SDXLBackbone(UNetBackbone):
         # the SDXL VAE overflows in fp16; the pipeline upcasts it to fp32 (force_upcast)
         return self.dtype == torch.float16 and bool(getattr(self.vae.config, "force_upcast", False))
 
-    def _encode_null(self) -> dict[str, Any]:
-        pipe = self.pipe
+    null_text_keys: ClassVar[tuple[str, ...]] = ("prompt_embeds", "pooled_prompt_embeds")
+
+    @classmethod
+    def _encode_text(cls, pipe: Any, device: torch.device) -> dict[str, torch.Tensor]:
         prompt_embeds, _, pooled, _ = pipe.encode_prompt(
-            prompt="", prompt_2=None, device=self.device, num_images_per_prompt=1,
+            prompt="", prompt_2=None, device=device, num_images_per_prompt=1,
             do_classifier_free_guidance=False)
+        return {"prompt_embeds": prompt_embeds, "pooled_prompt_embeds": pooled}
+
+    def _null_from_text(self, text: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+        prompt_embeds, pooled = text["prompt_embeds"], text["pooled_prompt_embeds"]
         r = self.resolution
-        if pipe.text_encoder_2 is None:
-            proj_dim = int(pooled.shape[-1])
-        else:
-            proj_dim = pipe.text_encoder_2.config.projection_dim
+        # the pooled embedding is text_encoder_2's projection: its width is projection_dim
+        proj_dim = int(pooled.shape[-1])
         # micro-conditioning exactly as the pipeline: original = target = (R, R), crop (0, 0)
-        time_ids = pipe._get_add_time_ids((r, r), (0, 0), (r, r), dtype=prompt_embeds.dtype,
-                                          text_encoder_projection_dim=proj_dim)
+        time_ids = self.pipe._get_add_time_ids((r, r), (0, 0), (r, r), dtype=prompt_embeds.dtype,
+                                               text_encoder_projection_dim=proj_dim)
         return {
             "encoder_hidden_states": prompt_embeds.to(self.device, self.dtype),
             "added_cond_kwargs": {"text_embeds": pooled.to(self.device, self.dtype),

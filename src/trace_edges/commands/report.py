@@ -116,6 +116,8 @@ def register_student(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dpi", type=int, default=150)
     p.add_argument("--out-png", required=True)
     p.add_argument("--out-pdf", required=True)
+    p.add_argument("--null-prompt", default=None,
+                   help="the null_prompt stage's embeddings for the backbone: its text encoders are not loaded")
     p.set_defaults(func=run_student_figure)
 
 
@@ -123,7 +125,7 @@ def run_student_figure(args: argparse.Namespace) -> None:
     from trace_edges.report.student_figures import student_strip_figure
 
     student_strip_figure(args.manifest, args.teacher_edges, args.model, args.out_png, args.out_pdf,
-                         image_ids=args.image_ids, dpi=args.dpi)
+                         image_ids=args.image_ids, dpi=args.dpi, null_prompt=args.null_prompt)
 
 
 def run_speed(args: argparse.Namespace) -> None:

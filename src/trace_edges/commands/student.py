@@ -19,6 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", required=True, help="teacher labels manifest (teacher/<family>/labels/manifest.json)")
     p.add_argument("--out-dir", required=True, help="e.g. results/<preset>/student/<family>")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--null-prompt", default=None,
+                   help="the null_prompt stage's embeddings for the backbone: its text encoders are not loaded")
     p.set_defaults(func=run_distill)
 
     p = sub.add_parser("student-infer", help="trace_student edge maps: one forward pass at t = 0 per image")
@@ -28,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out-dir", required=True, help="e.g. results/<preset>/edges/trace_student")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
                    help="override the backbone device stored in model.json")
+    p.add_argument("--null-prompt", default=None,
+                   help="the null_prompt stage's embeddings for the backbone: its text encoders are not loaded")
     p.set_defaults(func=run_infer)
 
 
@@ -43,10 +47,10 @@ def run_distill(args: argparse.Namespace) -> None:
     from trace_edges.stages.student import run_distill as run
 
     run(stage_params(args, "student"), _teacher_params(args), args.manifest, args.labels, args.out_dir,
-        seed=args.seed)
+        seed=args.seed, null_prompt=args.null_prompt)
 
 
 def run_infer(args: argparse.Namespace) -> None:
     from trace_edges.stages.student import run_infer as run
 
-    run(args.model, args.manifest, args.out_dir, device=args.device)
+    run(args.model, args.manifest, args.out_dir, device=args.device, null_prompt=args.null_prompt)

@@ -1,4 +1,5 @@
-"""Teacher subcommands: ``build-tiny``, ``trajectory`` (sharded), ``iep`` (gather), ``teacher-labels``."""
+"""Teacher subcommands: ``build-tiny``, ``null-prompt``, ``trajectory`` (sharded), ``iep`` (gather),
+``teacher-labels``."""
 
 from __future__ import annotations
 
@@ -23,6 +24,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out-root", help="several families: ROOT/tiny-<family> each (rule build_tiny_models)")
     p.set_defaults(func=run_build_tiny)
 
+    p = sub.add_parser("null-prompt", help="the empty prompt's text-encoder outputs for the teacher's backbone, "
+                                           "computed once (the pipeline without denoiser and VAE)")
+    add_common(p, threads=False)
+    p.add_argument("--out", required=True,
+                   help="<name>.safetensors (+ <name>.json), e.g. results/<preset>/teacher/null_prompt/"
+                        "sd3-<key>.safetensors")
+    p.set_defaults(func=run_null_prompt)
+
     p = sub.add_parser("trajectory", help="teacher trajectory with SA capture for one shard of images: per image "
                                           "t* (IEP), the divergence curve and ABDiv at t* (GPU if available)")
     add_common(p)
@@ -32,6 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out-dir", required=True, help="e.g. results/<preset>/teacher/<family>/trajectory")
     p.add_argument("--latency-out", default=None,
                    help="also time the per-image teacher (warm model) into this JSON (Table 4's latency)")
+    p.add_argument("--null-prompt", default=None,
+                   help="the null_prompt stage's embeddings for this backbone: the text encoders are not loaded")
     p.set_defaults(func=run_trajectory)
 
     p = sub.add_parser("iep", help="pool the trajectory shards' t* and divergence curves into iep.json")
@@ -61,11 +72,18 @@ def run_build_tiny(args: argparse.Namespace) -> None:
         log.info("built tiny %s -> %s", family, out)
 
 
+def run_null_prompt(args: argparse.Namespace) -> None:
+    from trace_edges.null_prompt import write_null_text
+
+    meta = write_null_text(stage_params(args, "teacher")["backbone"], args.out)
+    log.info("null-prompt embeddings %s -> %s", meta["tensors"], args.out)
+
+
 def run_trajectory(args: argparse.Namespace) -> None:
     from trace_edges.stages.teacher import run_trajectory as run
 
     run(stage_params(args, "teacher"), args.manifest, args.shard, args.out_dir, seed=args.seed,
-        latency_out=args.latency_out)
+        latency_out=args.latency_out, null_prompt=args.null_prompt)
 
 
 def run_iep(args: argparse.Namespace) -> None:

@@ -19,6 +19,7 @@ the tiny-model note in the title (``backbone.tiny``).
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from trace_edges.commands import add_common, stage_params
 
@@ -40,11 +41,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backbones", metavar="JSON",
                    help='backbones: {"label": <teacher block>, ...} (one row each, in order)')
     p.add_argument("--seed", type=int, default=0, help="seed of the forward-noise trajectory option")
+    p.add_argument("--null-prompt-dir", default=None,
+                   help="the null_prompt stage's folder: each diffusion backbone loads its embeddings from "
+                        "there (<family>-<key>.safetensors) instead of its text encoders")
     p.add_argument("--dpi", type=int, default=150)
     p.add_argument("--out-png", help="output PNG (one figure)")
     p.add_argument("--out-pdf", help="output PDF (one figure)")
     p.add_argument("--out-dir", help="output folder for several figures: teacher_<figure>.{png,pdf}")
     p.set_defaults(func=run)
+
+
+def _null_prompt(args: argparse.Namespace, backbone) -> Path | None:
+    """The backbone's null_prompt artifact in --null-prompt-dir (None: no dir, or no text encoder)."""
+    from trace_edges.null_prompt import artifact_name, has_text_encoder
+
+    if not args.null_prompt_dir or not has_text_encoder(backbone["family"]):
+        return None
+    return Path(args.null_prompt_dir) / f"{artifact_name(backbone)}.safetensors"
 
 
 def _figures(args: argparse.Namespace) -> list[str]:
@@ -123,12 +136,14 @@ def run(args: argparse.Namespace) -> None:
         runs = []
         for label, block in blocks.items():
             p = validate(block, block="teacher", where=f"--backbones {label}")
-            runs.append((label, walk_trajectory(load_configured_backbone(p["backbone"]), rgb, p, seed=args.seed), p))
+            bb = load_configured_backbone(p["backbone"], null_prompt=_null_prompt(args, p["backbone"]))
+            runs.append((label, walk_trajectory(bb, rgb, p, seed=args.seed), p))
         png, pdf = outs["backbones"]
         tf.backbones_pca_figure(runs, png, pdf, dpi=args.dpi)
         return
 
     walk = None
     if walk_needed:  # one model load, one trajectory, for every per-image figure
-        walk = walk_trajectory(load_configured_backbone(params["backbone"]), rgb, params, seed=args.seed)
+        bb = load_configured_backbone(params["backbone"], null_prompt=_null_prompt(args, params["backbone"]))
+        walk = walk_trajectory(bb, rgb, params, seed=args.seed)
     tf.draw_teacher_figures(outs, params, walk=walk, iep_json=args.iep, dpi=args.dpi)

@@ -23,7 +23,7 @@ from trace_edges.report import style
 
 def student_strip_figure(manifest_path: str | Path, teacher_edges: str | Path, model_path: str | Path,
                          out_png: str | Path, out_pdf: str | Path, *, image_ids: Sequence[int] = (),
-                         dpi: int = 150, n_images: int = 3) -> None:
+                         dpi: int = 150, n_images: int = 3, null_prompt: str | Path | None = None) -> None:
     import matplotlib.pyplot as plt
 
     from trace_edges.student.infer import load_student, load_weights, predict_edge, read_model_json
@@ -37,7 +37,7 @@ def student_strip_figure(manifest_path: str | Path, teacher_edges: str | Path, m
     snap_dir = Path(model_path).parent / "snapshots"
     index = read_json(snap_dir / "index.json", what="student snapshot index")
     snaps = sorted(index["snapshots"], key=lambda s: s["fraction"])
-    model = load_student(model_path)
+    model = load_student(model_path, null_prompt=null_prompt)
     maps: dict[float, dict[int, np.ndarray]] = {}
     for snap in snaps:
         load_weights(model, snap_dir / snap["file"])

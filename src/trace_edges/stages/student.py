@@ -63,12 +63,14 @@ def _backbone_key(backbone: Mapping[str, Any]) -> dict[str, Any]:
 
 def run_distill(params: Mapping[str, Any], teacher_params: Mapping[str, Any], manifest_path: str | Path,
               labels_manifest: str | Path, out_dir: str | Path, *, seed: int = 0,
-              callback: Callable[[int], None] | None = None, backbone: Any = None) -> dict:
+              callback: Callable[[int], None] | None = None, backbone: Any = None,
+              null_prompt: str | Path | None = None) -> dict:
     """Train the student on the teacher's pseudo-labels; write ``model.safetensors`` + ``model.json`` (last).
 
     ``params`` is the validated ``student`` block, ``teacher_params`` the ``teacher`` block (its
     ``backbone`` is the student's base model). ``backbone`` (tests) replaces loading it; it is
-    modified in place (LoRA injected). ``callback(step)``: see :meth:`Trainer.run`.
+    modified in place (LoRA injected). ``callback(step)``: see :meth:`Trainer.run`. ``null_prompt``:
+    the null_prompt stage's embeddings of that backbone (its text encoders are then not loaded).
     """
     from trace_edges.student.model import StudentModel
     from trace_edges.student.train import SampleSet, Trainer, save_weights, split_train_val
@@ -81,7 +83,7 @@ def run_distill(params: Mapping[str, Any], teacher_params: Mapping[str, Any], ma
     train_ids, val_ids = split_train_val([rec["id"] for rec, _ in items], float(params["train"]["val_fraction"]))
     bspec = teacher_params["backbone"]
     if backbone is None:
-        backbone = load_configured_backbone(bspec)
+        backbone = load_configured_backbone(bspec, null_prompt=null_prompt)
     model = StudentModel(backbone, params, seed=seed)
     key = sha256_json({
         "student": dict(params), "backbone": _backbone_key(bspec), "seed": int(seed),
@@ -122,11 +124,12 @@ def run_distill(params: Mapping[str, Any], teacher_params: Mapping[str, Any], ma
 
 
 def run_infer(model_path: str | Path, manifest_path: str | Path, out_dir: str | Path, *,
-              device: str | None = None, student: Any = None) -> Path:
+              device: str | None = None, student: Any = None, null_prompt: str | Path | None = None) -> Path:
     """The ``trace_student`` edge maps of every manifest image (per-image resumable) + manifest.
 
     ``model_path`` is ``model.safetensors`` (its ``model.json`` sits next to it); ``device``
-    overrides the stored backbone device; ``student`` (tests) is an already loaded model.
+    overrides the stored backbone device; ``student`` (tests) is an already loaded model;
+    ``null_prompt``: the null_prompt stage's embeddings of the student's backbone.
     """
     from trace_edges.student.infer import load_student, predict_edge
 
@@ -144,7 +147,7 @@ def run_infer(model_path: str | Path, manifest_path: str | Path, out_dir: str | 
 
     def work(rec):
         if holder["model"] is None:
-            holder["model"] = load_student(model_path, device=device)
+            holder["model"] = load_student(model_path, device=device, null_prompt=null_prompt)
         save_edge_map(out_file(rec), predict_edge(holder["model"], load_rgb(rec["file"])))
 
     run_items(manifest["images"], stage="student", params=stage_params, out_dir=out_dir,

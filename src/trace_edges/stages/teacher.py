@@ -102,11 +102,13 @@ def _t_star_rule(fixed_t: int | None) -> str:
 
 
 def run_trajectory(params: Mapping[str, Any], manifest_path: str | Path, shard: int, out_dir: str | Path, *,
-                   seed: int = 0, backbone: Any = None, latency_out: str | Path | None = None) -> dict:
+                   seed: int = 0, backbone: Any = None, latency_out: str | Path | None = None,
+                   null_prompt: str | Path | None = None) -> dict:
     """Walk the trajectory for the images of one shard: per image t* (the IEP, or the configured
     fixed ``t_star`` snapped to the nearest step), the divergence curve and the ABDiv map at t*.
 
-    ``backbone``: an already loaded teacher backbone (else loaded on the first image to compute).
+    ``backbone``: an already loaded teacher backbone (else loaded on the first image to compute,
+    without text encoders when ``null_prompt``, the null_prompt stage's embeddings, is given).
     ``latency_out``: also time the whole per-image teacher (2 runs on the shard's first image, the
     model warm) into this JSON, the latency column of Table 4 (wall times: kept out of the
     deterministic artifacts)."""
@@ -119,7 +121,7 @@ def run_trajectory(params: Mapping[str, Any], manifest_path: str | Path, shard: 
     def ensure_backbone():
         nonlocal backbone
         if backbone is None:
-            backbone = load_configured_backbone(params["backbone"])
+            backbone = load_configured_backbone(params["backbone"], null_prompt=null_prompt)
         return backbone
 
     def work(rec):

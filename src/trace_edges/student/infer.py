@@ -34,13 +34,14 @@ def read_model_json(weights: str | Path) -> dict[str, Any]:
 
 
 def load_student(weights: str | Path, *, device: str | None = None, backbone: Any = None,
-                 check_digest: bool = True) -> StudentModel:
+                 check_digest: bool = True, null_prompt: str | Path | None = None) -> StudentModel:
     """The trained student from ``model.safetensors`` (+ ``model.json``), in eval mode.
 
     ``device`` overrides the stored backbone device (``auto``/``cpu``/``cuda``); ``backbone`` (tests)
     is a freshly loaded backbone to use instead of loading the stored one. A training snapshot
     (``snapshots/step_*.safetensors``, Fig. 4 strip) is loaded into the returned model with
-    :func:`load_weights`.
+    :func:`load_weights`. ``null_prompt``: the null_prompt stage's embeddings of the stored
+    backbone (:mod:`trace_edges.null_prompt`; its text encoders are then not loaded).
     """
     from trace_edges.backbones.loader import load_configured_backbone
 
@@ -53,7 +54,7 @@ def load_student(weights: str | Path, *, device: str | None = None, backbone: An
         spec = dict(meta["backbone"])
         if device is not None:
             spec["device"] = device
-        backbone = load_configured_backbone(spec)
+        backbone = load_configured_backbone(spec, null_prompt=null_prompt)
     model = StudentModel(backbone, meta["student"], seed=int(meta.get("seed", 0)))
     load_weights(model, weights)
     model.set_train(False)
