@@ -109,6 +109,11 @@ def _ab_student(wildcards):
     return SDIR if wildcards.source == "main" else f"{AB}/student/{wildcards.source}"
 
 
+def _ab_student_json(variant):
+    """model.json of a student variant ('main' = the run's own student)."""
+    return f"{SDIR}/model.json" if variant == "main" else f"{AB}/student/{variant}/model.json"
+
+
 def _ab_results(wildcards):
     if wildcards.source == "none":
         return f"{AB}/proposals/{PROPOSALS}/proposals.json"
