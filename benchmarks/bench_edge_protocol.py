@@ -8,11 +8,13 @@ scored with the project's own ``evaluate_edges`` (BSDS protocol through pyEdgeEv
 val): Canny 0.129 / 0.202 (ODS / OIS) far below HED 0.347 / 0.443, and ODS < OIS for Canny.
 
 Sources (schema defaults unless stated): ``sobel``, ``canny`` (binary output), ``canny_soft``
-(``edges.canny.output: soft``), the same two with ``sigma`` 1 instead of 2, ``hed`` (only when the source is registered and its weights are
-present; otherwise it is reported as skipped). Protocol settings change one thing at a time from
-the workflow default (GT thinned, void and crowd boundaries kept, ``max_dist`` 0.0075, NMS
-``auto``), plus the combinations that matter; see ``PROTOCOLS``. NMS settings are run for soft
-maps only (a binary map is already thin; ``auto`` gives it none).
+(``edges.canny.output: soft``), the same two with ``sigma`` 1 instead of 2, ``hed`` (only when
+the source is registered and its weights are present; otherwise it is reported as skipped).
+Protocol settings change one thing at a time from ``base`` (GT thinned, void and crowd boundaries
+kept, ``max_dist`` 0.0075, NMS ``auto``: the workflow default before this calibration), plus the
+combinations that matter; see ``PROTOCOLS``. ``no_void_crowd`` is the calibrated workflow default
+(docs/edges.md §7). NMS settings are run for soft maps only (a binary map is already thin;
+``auto`` gives it none).
 
 Rows already in the output CSV with the same (source, protocol, thresholds) are kept and not
 recomputed, so a later ``--sources hed`` adds the HED rows only. Deterministic (seeded matcher);
@@ -43,13 +45,13 @@ from trace_edges.edges import available_sources, get_edge_source  # noqa: E402
 from trace_edges.io import read_json, write_text  # noqa: E402
 from trace_edges.metrics.edges import evaluate_edges  # noqa: E402
 
-#: the workflow default (config.yaml edge_gt + score.edges)
+#: protocol ``base``: the workflow default before the calibration (void and crowd boundaries kept)
 DEFAULT = {"gt_thin": True, "include_void": True, "include_crowd": True, "max_dist": 0.0075,
            "apply_nms": "auto"}
 
-#: name -> the settings that differ from DEFAULT
+#: name -> the settings that differ from DEFAULT; ``no_void_crowd`` is the calibrated workflow default
 PROTOCOLS: dict[str, dict[str, Any]] = {
-    "default": {},
+    "base": {},
     "gt_raw": {"gt_thin": False},
     "no_crowd": {"include_crowd": False},
     "no_void": {"include_void": False},

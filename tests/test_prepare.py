@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from trace_edges.config import validate
+from trace_edges.data.edge_gt import crowd_ids_of, edge_gt_from_panoptic
 from trace_edges.data.coco import prepare
 from trace_edges.data.manifest import load_manifest
 from trace_edges.data.images import read_png
 from trace_edges.errors import DataError
+from trace_edges.panoptic_io import read_panoptic_png
 
 
 @pytest.fixture
@@ -42,9 +45,18 @@ def test_prepare_real_data(tmp_path, dataset):
     assert len({a["id"] for a in agn["annotations"]}) == len(agn["annotations"])
     pan = json.loads((out / "panoptic.json").read_text())
     assert {a["image_id"] for a in pan["annotations"]} == ids
+    # the calibrated default (docs/edges.md §7): thinned, without void and crowd boundaries
+    assert (egt["include_void"], egt["include_crowd"], egt["thin"]) == (False, False, True)
     for rec in m["images"]:
         e = read_png(rec["edge_gt"])
         assert e.shape == (rec["height"], rec["width"]) and 0 < (e > 0).mean() < 0.2
+        pan = next(a for a in json.loads((out / "panoptic.json").read_text())["annotations"]
+                   if a["image_id"] == rec["id"])
+        ids_map = read_panoptic_png(rec["panoptic_png"])
+        want = edge_gt_from_panoptic(ids_map, crowd_ids=crowd_ids_of(pan["segments_info"]),
+                                     include_void=False, include_crowd=False, thin=True)
+        assert np.array_equal(e > 0, want)
+        assert want.sum() < edge_gt_from_panoptic(ids_map, thin=True).sum()  # void boundaries dropped
     assert m["provenance"]["inputs"] and m["provenance"]["code_digest"]
 
 

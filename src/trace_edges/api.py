@@ -81,8 +81,9 @@ class EdgeFunction:
 
 
 def edge_source(name: str, config: ConfigLike = None, *, checkpoint: str | Path | None = None) -> EdgeFunction:
-    """The edge source ``name`` (``sobel``, ``canny``, ``trace_teacher``, ``trace_student``) configured
-    as the workflow configures it: ``edges.<name>`` for the gradient sources, the ``teacher`` block
+    """The edge source ``name`` (``sobel``, ``canny``, ``hed``, ``trace_teacher``, ``trace_student``; not
+    the ORACLE ``oracle_gt``, which reads a dataset's ground truth, not an image) configured
+    as the workflow configures it: ``edges.<name>`` for sobel, canny and hed, the ``teacher`` block
     (and ``seed``) for ``trace_teacher``, the ``student`` block plus ``checkpoint`` (a trained
     ``model.safetensors``, e.g. ``results/embedded/student/sd3/model.safetensors``) for ``trace_student``."""
     from trace_edges.edges import get_edge_source

@@ -96,13 +96,15 @@ def run_bgp_figure(args: argparse.Namespace) -> None:
 
     from trace_edges.bgp import bgp_params
     from trace_edges.data.manifest import load_manifest
+    from trace_edges.edges import display_name
     from trace_edges.edges.store import EdgeSet
     from trace_edges.report.bgp_figure import bgp_figure
 
     image_id = (args.image_id if args.image_id is not None
                 else min(r["id"] for r in load_manifest(args.manifest)["images"]))
     counts = bgp_figure(args.manifest, args.proposals, args.edges, bgp_params(json.loads(args.params)),
-                        args.out_png, args.out_pdf, image_id=image_id, edge_label=EdgeSet(args.edges).source,
+                        args.out_png, args.out_pdf, image_id=image_id,
+                        edge_label=display_name(EdgeSet(args.edges).source),
                         dpi=args.dpi)
     logging.getLogger(__name__).info("BGP steps on image %d: %s", image_id, counts)
 

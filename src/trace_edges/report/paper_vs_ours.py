@@ -7,6 +7,10 @@ each entry the status is one of:
   the paper preset on the paper's dataset, with the paper's model (a tiny model never counts);
 * **proxy at embedded scale** — we measured the same quantity, but on the embedded data and/or a
   tiny random model: the number tests the machinery, it says nothing about the paper's claim;
+* **proxy dataset, real weights** — a row whose value comes from a model with its real published
+  weights (entry key ``model`` with ``real_weights: true``, e.g. HED), not from the run's teacher,
+  measured on other data than the paper's (the embedded images are 16 of COCO val2017, the paper's
+  Table 6 is COCO 2014 val): the model is the paper's, the dataset is a proxy;
 * **needs the paper preset** — this run cannot measure it (e.g. MaskCut rows when the run used
   other proposals); the line gives the command that does;
 * **not reproducible here** — the paper's pipeline part is not in this project (the reason is given).
@@ -27,6 +31,7 @@ NUMBERS = Path(__file__).with_name("paper_numbers.yaml")
 
 REPRODUCED = "reproduced on this run"
 PROXY = "proxy at embedded scale"
+REAL_PROXY = "proxy dataset, real weights"
 NEEDS = "needs the paper preset"
 MISSING = "not reproducible here"
 
@@ -43,6 +48,11 @@ def load_numbers(path: str | Path = NUMBERS) -> list[dict[str, Any]]:
     if dup:
         raise ValueError(f"{path}: duplicate ids {sorted(dup)}")
     return entries
+
+
+def load_notes(path: str | Path = NUMBERS) -> list[str]:
+    """The file's ``notes``: free text printed under "## Notes"."""
+    return [str(n) for n in yaml.safe_load(Path(path).read_text(encoding="utf-8")).get("notes") or []]
 
 
 def load_ablations(path: str | Path | None) -> tuple[dict[tuple[str, str, str], float], dict[tuple[str, str], float]]:
@@ -144,13 +154,20 @@ def assess(entry: Mapping[str, Any], facts: RunFacts) -> dict[str, Any]:
         same_data = same_data and facts.config["ablations"].get("max_images") is None
     where = f"{facts.config['data']['dataset']}" + (
         f", {_ablation_images(facts.config)}" if ("ablation" in ours or "ablation_latency" in ours) else "")
-    model = "tiny random model" if facts.tiny else facts.config["teacher"]["backbone"]["model"]
     if "speed" in ours:
         device = facts.speed.get("teacher", {}).get("device", "?")
         where = f"{facts.speed.get('machine', {}).get('cpu', '?')} ({device})"
-    status = REPRODUCED if (same_data and not facts.tiny) else PROXY
+    if entry.get("model"):  # the value does not come from the run's teacher (HED, Canny, the ORACLE)
+        model, tiny = entry["model"], False
+        status = REPRODUCED if same_data else REAL_PROXY if entry.get("real_weights") else PROXY
+    else:
+        model = "tiny random model" if facts.tiny else facts.config["teacher"]["backbone"]["model"]
+        tiny = facts.tiny
+        status = REPRODUCED if (same_data and not tiny) else PROXY
     note = f"{where}; {model}"
-    if status == PROXY and not facts.tiny and entry.get("dataset") != facts.dataset:
+    if ours.get("metric") in ("AP", "AP50", "AP75", "AR100") and "summary" in ours:
+        note += f"; UIS proposals: {facts.proposals}"
+    if status in (PROXY, REAL_PROXY) and not tiny and entry.get("dataset") != facts.dataset:
         note += f"; the paper measured {entry.get('dataset')}"
     if entry.get("source"):
         note += f"; paper value: {entry['source']}"
@@ -167,7 +184,8 @@ def _fmt(v: float | None, metric: str) -> str:
     return text + ("×" if metric == "speed-up" else "")
 
 
-def render(entries: Sequence[Mapping[str, Any]], facts: RunFacts, *, provenance: Mapping[str, Any]) -> str:
+def render(entries: Sequence[Mapping[str, Any]], facts: RunFacts, *, provenance: Mapping[str, Any],
+           notes: Sequence[str] = ()) -> str:
     cfg = facts.config
     lines = [
         "# Paper vs ours",
@@ -181,7 +199,8 @@ def render(entries: Sequence[Mapping[str, Any]], facts: RunFacts, *, provenance:
         "",
         "Status: **reproduced on this run** = measured in the paper's setting (paper preset, the paper's data and "
         "model); **proxy at embedded scale** = the same quantity on embedded data and/or a tiny random model "
-        "(tests the machinery, not the claim); **needs the paper preset** = the command that measures it is "
+        "(tests the machinery, not the claim); **proxy dataset, real weights** = a model with its real published "
+        "weights (HED) on other data than the paper's; **needs the paper preset** = the command that measures it is "
         f"given (`{PAPER_COMMAND}`); **not reproducible here** = the pipeline part is not in this project.",
         "",
         "AP/AR/PQ ×100; ODS/OIS/clDice/SSIM in [0, 1]; latency ms/image.",
@@ -200,6 +219,8 @@ def render(entries: Sequence[Mapping[str, Any]], facts: RunFacts, *, provenance:
         paper = "–" if e.get("paper") is None else _fmt(float(e["paper"]), e["metric"])
         lines.append(f"| {e['row']} | {e['setting']} | {e['metric']} | {paper} | {_fmt(a['ours'], e['metric'])} | "
                      f"{a['status']} | {a['note']} |")
+    if notes:
+        lines += ["", "## Notes", ""] + [f"* {n}" for n in notes]
     lines += ["", "## Summary", ""] + [f"* {k}: {v}" for k, v in sorted(counts.items())] + [""]
     return "\n".join(lines)
 
@@ -212,11 +233,12 @@ def build_paper_vs_ours(config: Mapping[str, Any], summary_json: str | Path, out
     summary = read_json(summary_json, what="results summary")
     speed = read_json(speed_json, what="speed benchmark") if speed_json and Path(speed_json).is_file() else None
     facts = RunFacts(config, summary, ablations_csv, speed)
-    text = render(load_numbers(numbers), facts, provenance={"git": provenance.git_describe() or "unknown"})
+    text = render(load_numbers(numbers), facts, provenance={"git": provenance.git_describe() or "unknown"},
+                  notes=load_notes(numbers))
     for p in out_paths:
         write_text(p, text)
     return text
 
 
-__all__ = ["MISSING", "NEEDS", "PROXY", "REPRODUCED", "RunFacts", "assess", "build_paper_vs_ours", "load_numbers",
-           "render"]
+__all__ = ["MISSING", "NEEDS", "PROXY", "REAL_PROXY", "REPRODUCED", "RunFacts", "assess", "build_paper_vs_ours",
+           "load_notes", "load_numbers", "render"]

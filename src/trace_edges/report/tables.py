@@ -7,6 +7,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from trace_edges.edges import display_name, oracle_sources
 from trace_edges.io import read_json, write_json, write_text
 
 #: the wide table's columns: (task, metric key, column name)
@@ -59,9 +60,14 @@ def to_markdown(table: pd.DataFrame, *, title: str, notes: list[str]) -> str:
     lines.append("|---|" + "---|" * len(cols))
     for src, row in table.iterrows():
         cells = ["–" if pd.isna(v) else f"{100 * v:.1f}" for v in row.values]
-        lines.append(f"| {src} | " + " | ".join(cells) + " |")
+        lines.append(f"| {display_name(src)} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("All numbers ×100. `–` = not applicable (no edge map for the `none` baseline).")
+    oracles = [s for s in table.index if s in oracle_sources()]
+    if oracles:
+        lines.append(f"Rows marked (ORACLE) ({', '.join(f'`{s}`' for s in oracles)}) use the instance-edge ground "
+                     "truth itself as the edge map: an upper bound for BGP and WPS, not a method; their ODS/OIS "
+                     "score the GT against itself.")
     return "\n".join(lines) + "\n"
 
 
