@@ -45,6 +45,14 @@ def as_json(block):
     return json.dumps(block, sort_keys=True).replace("'", "'\\''")
 
 
+# ---- from rules/edges.smk
+
+
+def edge_model_input(wildcards):
+    """What an edge source loads besides the images: the verified HED weights (rule fetch_hed)."""
+    return [HED_RECORD] if wildcards.source == "hed" else []
+
+
 # ---- from rules/teacher.smk
 
 

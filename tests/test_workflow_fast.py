@@ -2,8 +2,9 @@
 
 `snakemake --cores 2 --configfile config.yaml tests/configs/fast.yaml` in a temporary copy of the
 project (tests/workflow_helpers.make_snapshot): every stage of the embedded default (data,
-Sobel/Canny, the tiny-SD3 teacher in two trajectory shards, the student, proposals, BGP, WPS, scoring,
-tables, figures, paper_vs_ours) on 2 images, 1 student epoch, 5 BSDS thresholds, no ablation grids;
+Sobel/Canny, the ORACLE GT edges, the tiny-SD3 teacher in two trajectory shards, the student,
+proposals, BGP, WPS, scoring, tables, figures, paper_vs_ours; not HED, whose weights come from the
+package index) on 2 images, 1 student epoch, 5 BSDS thresholds, no ablation grids;
 a few minutes on 2 cores. Its outputs go under results/fast/ (`preset: fast`).
 
 The full embedded run and what is checked on it (DVC flow, audit, ablation cells, determinism) is
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.e2e
 OVERLAY = "tests/configs/fast.yaml"
 CONFIG = ["--configfile", "config.yaml", OVERLAY]
 R = Path("results/fast")
-EDGE_SOURCES = ("sobel", "canny", "trace_teacher", "trace_student")
+EDGE_SOURCES = ("sobel", "canny", "oracle_gt", "trace_teacher", "trace_student")   # hed: not offline
 SOURCES = ("none", *EDGE_SOURCES)
 
 

@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "prepare",
     "train_data",
     "edges",
+    "hed",
     "teacher",
     "teacher_figures",
     "student",

@@ -151,7 +151,7 @@ def wants_nms(pred: np.ndarray, apply_nms: bool | str) -> bool:
     return bool(apply_nms)
 
 
-def _match_counts(binary: np.ndarray, gt: np.ndarray, gt_sum: int, max_dist: float) -> tuple[int, int, int, int]:
+def _match_counts(binary: np.ndarray, *, gt: np.ndarray, gt_sum: int, max_dist: float) -> tuple[int, int, int, int]:
     """``(count_r, sum_r, count_p, sum_p)`` of one (thinned) binary map, as pyEdgeEval counts them."""
     pred_sum = int(binary.sum())
     if gt_sum == 0:
@@ -162,14 +162,28 @@ def _match_counts(binary: np.ndarray, gt: np.ndarray, gt_sum: int, max_dist: flo
     return int((match2 > 0).sum()), gt_sum, int((match1 > 0).sum()), pred_sum
 
 
+#: the per-image matchers of ``score.edges.matcher``
+MATCHERS = ("fast", "reference")
+MATCHER_IMPL = {
+    "reference": "pyEdgeEval._lib.correspond_pixels (BSDS matchEdgeMaps, outlier_cost 100)",
+    "fast": "trace_edges.metrics.fast_match (BSDS costs, complete outlier graph, exact per component)",
+}
+
+
 def image_counts(pred: np.ndarray, gt: np.ndarray, thresholds: int | Sequence[float], *,
                  max_dist: float = 0.0075, apply_thinning: bool = True, apply_nms: bool | str = False,
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                 matcher: str = "fast") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-threshold ``(count_r, sum_r, count_p, sum_p)`` of one image (float64 arrays).
 
-    Equal to ``pyEdgeEval.common.binary_label.evaluate_boundaries_threshold`` with the seeded
-    matcher (see the module docstring).
+    ``matcher="reference"`` is ``pyEdgeEval.common.binary_label.evaluate_boundaries_threshold``
+    with the seeded matcher (see the module docstring). ``matcher="fast"`` computes the same
+    thresholds, thinning and totals, with the matched counts from the exact split matcher of
+    :mod:`trace_edges.metrics.fast_match` (equal to the reference's except where its random
+    outlier graph makes the BSDS matcher sub-optimal, docs/edges.md §5), and it matches a
+    thinned map equal to the previous threshold's only once.
     """
+    if matcher not in MATCHERS:
+        raise ValueError(f"matcher must be one of {MATCHERS}, got {matcher!r}")
     thr = threshold_grid(thresholds)
     pred = np.asarray(pred, dtype=np.float64)
     if wants_nms(pred, apply_nms):
@@ -180,22 +194,51 @@ def image_counts(pred: np.ndarray, gt: np.ndarray, thresholds: int | Sequence[fl
     levels = np.searchsorted(np.unique(pred), thr, side="left")
     out = np.zeros((4, thr.shape[0]), dtype=np.float64)
     done: dict[int, tuple[int, int, int, int]] = {}
+    match = functools.partial(_match_counts, gt=gt, gt_sum=gt_sum, max_dist=max_dist)
+    if matcher == "fast":
+        match = _FastCounts(gt, gt_sum, max_dist)
     for i, (t, level) in enumerate(zip(thr, levels)):
         level = int(level)
         if level not in done:
             binary = pred >= t
             if apply_thinning:
                 binary = bsds_thin(binary)
-            done[level] = _match_counts(binary, gt, gt_sum, max_dist)
+            done[level] = match(binary)
         out[:, i] = done[level]
     count_r, sum_r, count_p, sum_p = out
     return count_r, sum_r, count_p, sum_p
 
 
+class _FastCounts:
+    """``_match_counts`` with the split matcher; the GT neighbourhood is built once per image and
+    a binary map equal to the previous one reuses its counts."""
+
+    def __init__(self, gt: np.ndarray, gt_sum: int, max_dist: float):
+        from trace_edges.metrics.fast_match import GTNeighbourhood
+
+        self.gt_sum = gt_sum
+        self.nb = GTNeighbourhood(gt, max_dist) if gt_sum else None
+        self.last: tuple[np.ndarray, tuple[int, int, int, int]] | None = None
+
+    def __call__(self, binary: np.ndarray) -> tuple[int, int, int, int]:
+        if self.last is not None and np.array_equal(self.last[0], binary):
+            return self.last[1]
+        pred_sum = int(binary.sum())
+        if self.nb is None:
+            counts = (0, 0, 0, pred_sum)
+        elif pred_sum == 0:
+            counts = (0, self.gt_sum, 0, 0)
+        else:
+            k = self.nb.match_count(binary)
+            counts = (k, self.gt_sum, k, pred_sum)
+        self.last = (binary, counts)
+        return counts
+
+
 def _image_task(args: tuple) -> tuple[np.ndarray, ...]:
-    pred, gt, thresholds, max_dist, apply_thinning, apply_nms = args
+    pred, gt, thresholds, max_dist, apply_thinning, apply_nms, matcher = args
     return image_counts(pred, gt, thresholds, max_dist=max_dist, apply_thinning=apply_thinning,
-                        apply_nms=apply_nms)
+                        apply_nms=apply_nms, matcher=matcher)
 
 
 # --------------------------------------------------------------------------------------------
@@ -309,6 +352,7 @@ def evaluate_edges(
     apply_thinning: bool = True,
     apply_nms: bool | str = False,
     cldice_tolerance_px: int = 2,
+    matcher: str = "fast",
     threads: int = 1,
 ) -> dict[str, Any]:
     """ODS, OIS, AP and clDice of edge maps ``preds`` (float in [0, 1]) against boolean ``gts``.
@@ -325,6 +369,8 @@ def evaluate_edges(
         raise ValueError(f"cldice_tolerance_px must be >= 0, got {cldice_tolerance_px}")
     if not max_dist > 0:
         raise ValueError(f"max_dist must be > 0, got {max_dist}")
+    if matcher not in MATCHERS:
+        raise ValueError(f"matcher must be one of {MATCHERS}, got {matcher!r}")
     ids = _sort_ids(gts.keys())
     if not ids:
         raise DataError("no images to evaluate (the edge ground truth is empty)")
@@ -337,8 +383,8 @@ def evaluate_edges(
     thr = threshold_grid(thresholds)
     thr_arg = _thresholds_arg(thresholds)
     workers = min(int(threads), len(ids))
-    count_tasks = ((*_load_pair(i, preds, gts), thr_arg, float(max_dist), bool(apply_thinning), apply_nms)
-                   for i in ids)
+    count_tasks = ((*_load_pair(i, preds, gts), thr_arg, float(max_dist), bool(apply_thinning), apply_nms,
+                    matcher) for i in ids)
     counts = list(_ordered_map(_image_task, count_tasks, workers))
 
     sample_results, threshold_results, overall = _aggregate(ids, counts, thresholds)
@@ -384,12 +430,13 @@ def evaluate_edges(
             "apply_thinning": bool(apply_thinning),
             "apply_nms": apply_nms,
             "cldice_tolerance_px": int(cldice_tolerance_px),
-            "matcher": "pyEdgeEval._lib.correspond_pixels (BSDS matchEdgeMaps, outlier_cost 100)",
-            "matcher_seed": MATCHER_SEED if matcher_is_seeded() else None,
+            "matcher": matcher,
+            "matcher_impl": (MATCHER_IMPL[matcher]),
+            "matcher_seed": (MATCHER_SEED if matcher_is_seeded() else None) if matcher == "reference" else None,
         },
     }
 
 
-__all__ = ["MATCHER_SEED", "cldice", "correspond_pixels", "evaluate_edges", "image_counts",
+__all__ = ["MATCHERS", "MATCHER_SEED", "cldice", "correspond_pixels", "evaluate_edges", "image_counts",
            "matcher_is_seeded", "threshold_grid"]
 

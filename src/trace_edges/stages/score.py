@@ -65,7 +65,8 @@ def score_edges(manifest_path: str | Path, edges_dir: str | Path, out_path: str 
     gts = {rec["id"]: read_png(rec["edge_gt"], what="edge GT") > 0 for rec in manifest["images"]}
     res = evaluate_edges(preds, gts, thresholds=params["thresholds"], max_dist=params["max_dist"],
                          apply_thinning=params["apply_thinning"], apply_nms=params["apply_nms"],
-                         cldice_tolerance_px=params["cldice_tolerance_px"], threads=threads)
+                         cldice_tolerance_px=params["cldice_tolerance_px"],
+                         matcher=params.get("matcher", "fast"), threads=threads)
     out = {"task": "edges", "edge_source": edges.source, "dataset": manifest["dataset"],
            "num_images": manifest["num_images"], "metrics": {k: v for k, v in res.items() if k != "per_image"},
            "per_image": res.get("per_image", []),
