@@ -32,6 +32,7 @@ from trace_edges.provenance import stage_sources  # noqa: E402
 from trace_edges.ablations import expand as expand_ablations  # noqa: E402
 from trace_edges.config import check_consistency  # noqa: E402
 from trace_edges.stages.shards import expected_num_images, num_shards  # noqa: E402
+from trace_edges.data.train_data import expected_train_images  # noqa: E402
 from trace_edges.data.selection import figure_images, has_ground_truth, list_folder_images  # noqa: E402
 from trace_edges.data.selection import selected_image_ids  # noqa: E402
 

@@ -5,12 +5,110 @@
 
 SDIR = f"{R}/student/{TFAM}"
 
+# The training images (student.train_data, docs/student.md "Training data"): a separate set,
+# prepared and checked disjoint from the evaluation images by prepare_train, labelled by the
+# teacher's own trajectory + labels jobs under teacher/<family>/train/. transductive: true trains
+# on the evaluation images the main teacher labelled instead (explicit, never the default).
+TD = config["student"]["train_data"]
+TRANSDUCTIVE = bool(TD["transductive"])
+TRAIN_R = f"{R}/train_data"
+TTDIR = f"{TDIR}/train"
+STUDENT_MANIFEST = f"{R}/data/manifest.json" if TRANSDUCTIVE else f"{TRAIN_R}/manifest.json"
+STUDENT_LABELS = f"{TDIR}/labels/manifest.json" if TRANSDUCTIVE else f"{TTDIR}/labels/manifest.json"
+N_TRAIN_SHARDS = 0 if TRANSDUCTIVE else num_shards(expected_train_images(TD), TEACHER["shard_size"])
+# a download brings its own image info (download_coco's annotations) and writes the checksums
+_TD_FILES = [] if TD["download"] == "coco2017_train" else [
+    f"{TD['root']}/{TD[k]}" for k in ("image_info", "list", "checksums") if TD[k]]
+_TD_MARKER = f"{TD['root']}/{TD['images_dir']}/download_complete.json"
+
+
+if not TRANSDUCTIVE and TD["download"] == "coco2017_train":
+
+    rule download_coco_train:
+        """The selected COCO train2017 images from their coco_url (the image info comes with the
+        annotations archive of download_coco); size-checked, sha256 recorded."""
+        input:
+            info=[f"{_ROOT}/download_complete.json"] if _D["dataset"] == "coco2017_val" else [],
+            code=code("download_train"),
+        output:
+            _TD_MARKER,
+        params:
+            te=lambda wildcards, input: TE,
+            student=as_json({"train_data": TD}),
+        log:
+            f"{LOGS}/download_coco_train.log",
+        benchmark:
+            f"{BENCH}/download_coco_train.tsv"
+        threads: 1
+        resources:
+            mem_mb=8000,
+            runtime=240,
+        conda:
+            ENV
+        shell:
+            "{params.te} download-coco-train --params '{params.student}' --out {output} > {log} 2>&1"
+
+
+if not TRANSDUCTIVE:
+
+    rule prepare_train:
+        """Verify the training images, refuse any that is an evaluation image, write their manifest."""
+        input:
+            eval_manifest=f"{R}/data/manifest.json",
+            dataset=_TD_FILES + ([_TD_MARKER] if TD["download"] == "coco2017_train" else []),
+            code=code("prepare_train"),
+        output:
+            f"{TRAIN_R}/manifest.json",
+        params:
+            te=lambda wildcards, input: TE,
+            student=as_json({"train_data": TD}),
+            out_dir=lambda wildcards, output: os.path.dirname(output[0]),
+        log:
+            f"{LOGS}/student/prepare_train.log",
+        benchmark:
+            f"{BENCH}/student/prepare_train.tsv"
+        priority: MAIN_CHAIN_PRIORITY
+        threads: 1
+        resources:
+            mem_mb=8000 if TD["download"] == "coco2017_train" else 1000,
+            runtime=30,
+        conda:
+            ENV
+        shell:
+            "{params.te} prepare-train --params '{params.student}' --eval-manifest {input.eval_manifest} "
+            "--out-dir {params.out_dir} > {log} 2>&1"
+
+    use rule trajectory as trajectory_train with:
+        input:
+            manifest=f"{TRAIN_R}/manifest.json",
+            model=_model_input,
+            code=code("teacher"),
+        output:
+            shard=f"{TTDIR}/trajectory/shard_{{shard}}.json",
+        log:
+            f"{LOGS}/teacher/train_trajectory_{{shard}}.log",
+        benchmark:
+            f"{BENCH}/teacher/train_trajectory_{{shard}}.tsv"
+
+    use rule teacher_labels as teacher_labels_train with:
+        input:
+            manifest=f"{TRAIN_R}/manifest.json",
+            shards=expand(f"{TTDIR}/trajectory/shard_{{i}}.json", i=range(N_TRAIN_SHARDS)),
+            code=code("teacher"),
+        output:
+            labels=f"{TTDIR}/labels/manifest.json",
+            edges=f"{TTDIR}/edges/manifest.json",
+        log:
+            f"{LOGS}/teacher/train_labels.log",
+        benchmark:
+            f"{BENCH}/teacher/train_labels.tsv"
+
 
 rule distill:
-    """Train LoRA + edge decoder on the teacher's ternary labels (resumable, seeded)."""
+    """Train LoRA + edge decoder on the teacher's ternary labels of the training images (resumable, seeded)."""
     input:
-        manifest=f"{R}/data/manifest.json",
-        labels=f"{TDIR}/labels/manifest.json",
+        manifest=STUDENT_MANIFEST,
+        labels=STUDENT_LABELS,
         model=_model_input,
         null_prompt=null_prompt_input(TBB),
         code=code("student"),

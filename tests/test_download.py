@@ -14,6 +14,7 @@ import json
 import os
 import threading
 import zipfile
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -406,3 +407,44 @@ def test_official_archive_list_matches_config_schema(project_root):
     assert names == ["val2017.zip", "annotations_trainval2017.zip",
                      "panoptic_annotations_trainval2017.zip"]
     assert set(NESTED_ZIPS) <= set(names)
+
+
+# --------------------------------------------------------------------------------------------
+# the student's COCO train2017 images (student.train_data.download: coco2017_train)
+
+
+def test_train_images_are_fetched_from_their_coco_url_then_verified(server, tmp_path):
+    """download-coco-train fetches the selected images from the image info's coco_url (a broken
+    transfer is retried), checks each decodes to its annotated size, writes their sha256 sums; a
+    rerun fetches nothing; prepare_train then verifies them against those sums."""
+    import shutil
+
+    from trace_edges.config import validate
+    from trace_edges.data.train_data import download_train_images, prepare_train
+
+    src = Path(__file__).resolve().parents[1] / "data/coco_train_mini"
+    info = json.loads((src / "image_info_train_mini.json").read_text())
+    images = info["images"][:3]
+    for im in images:
+        server.files[f"/train2017/{im['file_name']}"] = (src / "images" / im["file_name"]).read_bytes()
+        im["coco_url"] = server.url(f"/train2017/{im['file_name']}")
+    root = tmp_path / "coco2017"
+    (root / "annotations").mkdir(parents=True)
+    (root / "annotations/instances_train2017.json").write_text(json.dumps({"images": images}))
+    server.cut_first_after = 1000
+    td = validate({"train_data": {"root": str(root), "images_dir": "train2017", "max_images": 2,
+                                  "image_info": "annotations/instances_train2017.json",
+                                  "checksums": "train2017_SHA256SUMS", "download": "coco2017_train"}},
+                  block="student")["train_data"]
+    rec = download_train_images(td, root / "train2017/download_complete.json")
+    assert [r["id"] for r in rec["images"]] == sorted(im["id"] for im in images)[:2]
+    for r in rec["images"]:
+        assert (root / "train2017" / r["name"]).read_bytes() == (src / "images" / r["name"]).read_bytes()
+    n = len(server.requests)
+    download_train_images(td, root / "train2017/download_complete.json")
+    assert len(server.requests) == n                      # everything was there: no request
+    m = prepare_train(td, tmp_path / "train")
+    assert m["list_sha256"] == rec["list_sha256"]
+    shutil.copy(src / "images" / images[2]["file_name"], root / "train2017" / images[0]["file_name"])
+    with pytest.raises(Exception, match="sha256 mismatch"):
+        prepare_train(td, tmp_path / "train")

@@ -39,7 +39,7 @@ def test_stage_deps_cover_code_rules_and_every_config(name):
     deps = set(stage["deps"])
     assert {"Snakefile", "rules", "src/trace_edges", *PRESET_CONFIGS[name]} <= deps
     if name == "embedded":
-        assert "data/coco_mini" in deps
+        assert {"data/coco_mini", "data/coco_train_mini"} <= deps
     params = stage["params"]
     assert _entries(params) == PRESET_CONFIGS[name]
     for p in params:  # each config file whole: any key can change a result

@@ -149,7 +149,7 @@ def test_full_disk_gives_a_clear_error_and_keeps_finished_items(prepared, tmp_pa
 
 # ------------------------------------------------------------------------------ distillation
 #: a tiny training budget: 3 train images x 3 epochs = 9 steps, a checkpoint every 2 steps
-STUDENT = {"lora": {"rank": 4, "alpha": 4},
+STUDENT = {"lora": {"rank": 4, "alpha": 4}, "train_data": {"transductive": True},   # on the prepared images
            "train": {"epochs": 3, "val_fraction": 0.25, "checkpoint_every": 2, "snapshots": [0.0, 0.5, 1.0]}}
 
 

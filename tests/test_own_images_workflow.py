@@ -59,7 +59,7 @@ def _write_custom_coco(root: Path) -> None:
     shutil.copy(COCO_MINI / "annotations/panoptic_coco_categories.json", ann / "categories.json")
 
 
-SHORT = {"ablations": {"enabled": False}, "student": {"train": {"epochs": 1}},
+SHORT = {"ablations": {"enabled": False}, "student": {"train": {"epochs": 1}, "train_data": {"max_images": 4}},
          "score": {"edges": {"thresholds": 5}}, "teacher": {"shard_size": 8}}
 OVERLAYS = {
     # images-only, the two gradient sources (the fast tier's run)

@@ -90,6 +90,13 @@ def test_render_and_build(embedded, tmp_path):
     assert outs[0].read_text() == outs[1].read_text()
     row = "| TRACE | COCO 2014 val panoptic boundaries | ODS | 0.889 | 0.200 | proxy at embedded scale |"
     assert row in outs[0].read_text()
+    # the student's protocol (issue 14): its training images, decoder size and L_rec, from the run's config
+    assert "Ours: `data/coco_train_mini` (all images; `student.train_data`), checked disjoint" in text
+    assert "1 conv layer(s) = 36,865 parameters (0.15 MB float32)" in text
+    assert "t ~ U{1..999}" in text
+    trans = json.loads(json.dumps(embedded))
+    trans["student"]["train_data"]["transductive"] = True
+    assert "**the evaluation images**" in render(load_numbers(), RunFacts(trans, SUMMARY), provenance={})
 
 
 def test_promerge_rows_name_their_overlay_and_fill_from_an_imported_promerge_run(project_root, paper, embedded):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,18 +43,27 @@ def _one_thread(one_torch_thread):
     yield
 
 
+TRAIN_MINI = Path(__file__).resolve().parents[1] / "data/coco_train_mini"
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory, coco_mini):
-    """4 prepared images + teacher-layout labels (tests/pseudo_labels.py: Sobel quantiles)."""
+    """The first 4 default training images (student.train_data: coco_train_mini, prepared and checked
+    disjoint from 4 prepared evaluation images) + teacher-layout labels (tests/pseudo_labels.py: Sobel
+    quantiles)."""
     from pseudo_labels import write_sobel_pseudo_labels
 
     from trace_edges.data.coco import prepare
+    from trace_edges.data.train_data import prepare_train
 
     root = tmp_path_factory.mktemp("student_data")
-    cfg = validate({"data": {"root": str(coco_mini), "max_images": 4}})
-    manifest = prepare(cfg["data"], cfg["edge_gt"], root / "data")
+    cfg = validate({"data": {"root": str(coco_mini), "max_images": 4},
+                    "student": {"train_data": {"root": str(TRAIN_MINI), "max_images": 4}}})
+    ev = prepare(cfg["data"], cfg["edge_gt"], root / "data")
+    manifest = prepare_train(cfg["student"]["train_data"], root / "train_data", eval_manifest=ev)
     labels = write_sobel_pseudo_labels(manifest["images"], root / "teacher/sd3")
-    return {"root": root, "manifest": root / "data/manifest.json", "labels": labels, "images": manifest["images"]}
+    return {"root": root, "manifest": root / "train_data/manifest.json", "labels": labels,
+            "images": manifest["images"], "eval_manifest": root / "data/manifest.json", "eval_images": ev["images"]}
 
 
 def teacher_params():
@@ -74,7 +84,7 @@ def _train(data, out_dir, params=None, **kw):
 def trained(data, tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("student_a")
     meta, bb = _train(data, out_dir)
-    return {"dir": out_dir, "meta": meta, "backbone": bb}
+    return {"dir": out_dir, "meta": meta, "backbone": bb, "data": data}
 
 
 # ------------------------------------------------------------------------------------ loss
@@ -261,6 +271,13 @@ def test_training_lowers_the_loss(trained, data):
 def test_training_outputs(trained):
     d, meta = trained["dir"], trained["meta"]
     assert meta["steps"] == 6 and meta["steps_per_epoch"] == 3
+    # trained on the training set, identified by its list hash, disjoint from the evaluation images
+    from trace_edges.io import read_json
+
+    td = meta["training_data"]
+    train_m = read_json(trained["data"]["manifest"])
+    assert td["transductive"] is False and td["list_sha256"] == train_m["list_sha256"] and td["num_images"] == 4
+    assert not set(td["train_ids"] + td["val_ids"]) & {str(r["id"]) for r in trained["data"]["eval_images"]}
     # the default decoder on the 8x8 token grid: one 3x3 conv from 64 attention channels
     assert meta["architecture"]["decoder_parameters"] == 64 * 9 + 1
     assert meta["architecture"]["decoder_bytes_float32"] == 4 * (64 * 9 + 1)

@@ -205,12 +205,13 @@ def test_paper_preset_dry_run_lists_every_stage(workdir):
     for rule in ("download_coco", "prepare", "edges", "proposals", "bgp", "wps", "score_uis", "score_wps",
                  "score_edges", "tables", "figure_qualitative", "trajectory", "iep", "teacher_labels", "distill",
                  "student_infer", "ab_prepare", "ab_trajectory", "ab_teacher_labels", "ab_distill", "ab_bgp",
-                 "ablation_table",
-                 "figure_backbones", "paper_vs_ours"):
+                 "ablation_table", "download_coco_train", "prepare_train", "trajectory_train",
+                 "teacher_labels_train", "figure_backbones", "paper_vs_ours"):
         assert f"rule {rule}:" in out, rule
     assert "results/paper/" in out and "data/coco2017" in out
     assert "stabilityai/stable-diffusion-3.5-large" in out        # the real model id in the teacher's params
     assert "build_tiny_model" not in out
     assert out.count("rule trajectory:") == 100                        # 5000 images in shards of 50
+    assert out.count("rule trajectory_train:") == 100                  # 5000 COCO train2017 images for the student
     for model in ("black-forest-labs/FLUX.1-dev", "PixArt-alpha/PixArt-XL-2-1024-MS", "facebook/dino-vitb8"):
         assert model in out                                        # the backbone grid and MaskCut at paper scale

@@ -101,6 +101,15 @@ def test_stages_ran_on_the_two_overlay_images_with_provenance(workdir):
         edges = json.loads((workdir / R / "edges" / src / "manifest.json").read_text())
         assert edges["provenance"]["code_digest"], src
         assert len(list((workdir / R / "edges" / src).glob("*.png"))) == 2, src
+    # the student trained on 2 coco_train_mini images the teacher labelled, none of them evaluated on
+    train = json.loads((workdir / R / "train_data/manifest.json").read_text())
+    assert train["dataset"] == "train_data" and train["num_images"] == 2
+    assert not {im["sha256"] for im in train["images"]} & {im["sha256"] for im in manifest["images"]}
+    assert len(json.loads((workdir / R / "teacher/sd3/train/labels/manifest.json").read_text())["images"]) == 2
+    model = json.loads((workdir / R / "student/sd3/model.json").read_text())
+    td = model["training_data"]
+    assert td["transductive"] is False and td["list_sha256"] == train["list_sha256"]
+    assert not {int(i) for i in td["train_ids"] + td["val_ids"]} & set(ids)
     student = json.loads((workdir / R / "edges/trace_student/manifest.json").read_text())
     assert student["provenance"]["model"]["family"] == "sd3"
     assert len(student["provenance"]["params"]["model_sha256"]) == 64
@@ -117,7 +126,7 @@ def test_every_job_left_its_log_and_benchmark(workdir):
     for rule in ("prepare", "edges/sobel", "edges/canny", "proposals/felzenszwalb", "bgp/felzenszwalb/canny",
                  "wps/none", "score/uis_none", "score/wps_sobel", "score/edges_canny", "tables",
                  "teacher/build_tiny_models", "teacher/iep", "teacher/labels", "student/distill",
-                 "student/infer"):
+                 "student/infer", "student/prepare_train", "teacher/train_trajectory_0", "teacher/train_labels"):
         assert (workdir / R / "logs" / f"{rule}.log").exists(), rule
         assert (workdir / R / "benchmarks" / f"{rule}.tsv").exists(), rule
 

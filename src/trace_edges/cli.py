@@ -26,6 +26,7 @@ from trace_edges.logs import setup_logging
 COMMAND_MODULES = (
     "download",
     "prepare",
+    "train_data",
     "edges",
     "hed",
     "teacher",

@@ -50,6 +50,9 @@ CLI_ENTRIES = ("__main__", "cli")
 STAGE_ENTRIES: dict[str, tuple[str, ...]] = {
     "prepare": ("commands.prepare",),
     "download": ("commands.download",),
+    # the student's training images (rules/student.smk): prepare-train, download-coco-train
+    "prepare_train": ("commands.train_data:run_prepare",),
+    "download_train": ("commands.train_data:run_download",),
     "edges": ("commands.edges",),
     # the HED weights (rule fetch_hed): its output is a record, so a rerun re-verifies, never re-fetches
     "fetch_hed": ("commands.hed",),

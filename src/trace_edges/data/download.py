@@ -291,6 +291,44 @@ def download(url: str, dest: str | Path, *, size: int, md5: str, sha256: str | N
     return dest
 
 
+def fetch_file(url: str, dest: str | Path, *, retries: int = 5, timeout_s: float = 60,
+               backoff_s: float = 1.0, max_backoff_s: float = 60.0) -> Path:
+    """Fetch a small file whose checksum is not published (one COCO image) into ``dest``, atomically.
+
+    The whole body is read in one request (retried like :func:`download` on connection errors,
+    timeouts and 5xx/429); a body shorter than the server's Content-Length is retried. The caller
+    verifies the content (e.g. decodes the image and compares its size with the annotation)."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    for attempt in range(retries + 1):
+        try:
+            with _open(url, 0, timeout_s) as resp:
+                body = resp.read()
+                length = resp.headers.get("Content-Length")
+            if length is not None and length.isdigit() and int(length) != len(body):
+                raise _ShortRead(f"{len(body)} of {length} bytes")
+            part.write_bytes(body)
+            os.replace(part, dest)
+            return dest
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            if exc.code not in _RETRY_STATUS or attempt == retries:
+                raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}", path=dest,
+                                    fix="check the network / the image's coco_url") from None
+            error: Exception = exc
+        except (_ShortRead, *_RETRYABLE) as exc:
+            if attempt == retries:
+                raise DownloadError(f"{url}: download failed after {retries + 1} attempts ({exc})", path=dest,
+                                    fix="check the network, then rerun: images already fetched are kept") from exc
+            error = exc
+        delay = min(max_backoff_s, backoff_s * 2 ** attempt)
+        log.warning("fetch of %s failed (%s); retry %d/%d in %.1fs", url, error, attempt + 1, retries, delay)
+        if delay > 0:
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
 # --------------------------------------------------------------------------------------------
 # extraction
 

@@ -184,6 +184,38 @@ def _fmt(v: float | None, metric: str) -> str:
     return text + ("×" if metric == "speed-up" else "")
 
 
+def student_protocol(config: Mapping[str, Any]) -> list[str]:
+    """The student's protocol choices of this run beside the paper's (issue 14), one line each."""
+    st = config.get("student") or {}
+    td, dec, loss = st.get("train_data") or {}, st.get("decoder") or {}, st.get("loss") or {}
+    if td.get("transductive"):
+        data = ("**the evaluation images** (`student.train_data.transductive: true`, explicit): the student "
+                "has seen the images it is scored on")
+    else:
+        n = "all" if td.get("max_images") is None else f"the first {td['max_images']}"
+        data = (f"`{td.get('root')}` ({n} images; `student.train_data`), checked disjoint from the evaluation "
+                "images by sha256 and COCO id; the list's sha256 is in the student's model.json")
+    layers, hidden = int(dec.get("layers", 1)), int(dec.get("hidden", 32))
+    n_par = 4096 * (9 * (hidden if layers > 1 else 1)) + (
+        (layers - 2) * (hidden * hidden * 9 + hidden) + hidden * 9 + hidden + 1 if layers > 1 else 1)
+    lo, hi = (loss.get("rec_t") or [0, 0])
+    rec = ("Î decoded from the t = 0 pass (gradient on the LoRA ∝ σ(0) ≈ 0.003: the term barely acts)"
+           if hi == 0 else f"Î decoded from a second LoRA pass at t ~ U{{{lo}..{hi}}} (x̂_0 from x_t), so the "
+           "term reaches the LoRA (measured ‖∇L_rec‖/‖∇Dice‖ on the LoRA ≈ 0.8 vs 0.007 at t = 0: "
+           "results/benchmarks/lrec_gradient.json)")
+    return [
+        "## Student protocol (issue 14)",
+        "",
+        f"* **Training images.** Paper: ImageNet (authors' README). Ours: {data}.",
+        f"* **Edge decoder.** Paper: 0.1 MB (Table 9). Ours: {layers} conv layer(s)"
+        + (f" × {hidden} channels" if layers > 1 else "") + f" = {n_par:,} parameters ({4 * n_par / 1e6:.2f} MB "
+        "float32) at SD3.5-L 1024 px (4096 attention channels); each student's model.json reports its own.",
+        f"* **L_rec.** Paper: ‖I − Î‖² with Î from the frozen VAE. Ours: {rec}. SSIM(I, Î) is reported in the "
+        "L_rec ablation rows above.",
+        "",
+    ]
+
+
 def render(entries: Sequence[Mapping[str, Any]], facts: RunFacts, *, provenance: Mapping[str, Any],
            notes: Sequence[str] = ()) -> str:
     cfg = facts.config
@@ -219,9 +251,10 @@ def render(entries: Sequence[Mapping[str, Any]], facts: RunFacts, *, provenance:
         paper = "–" if e.get("paper") is None else _fmt(float(e["paper"]), e["metric"])
         lines.append(f"| {e['row']} | {e['setting']} | {e['metric']} | {paper} | {_fmt(a['ours'], e['metric'])} | "
                      f"{a['status']} | {a['note']} |")
+    lines += [""] + student_protocol(cfg)
     if notes:
-        lines += ["", "## Notes", ""] + [f"* {n}" for n in notes]
-    lines += ["", "## Summary", ""] + [f"* {k}: {v}" for k, v in sorted(counts.items())] + [""]
+        lines += ["## Notes", ""] + [f"* {n}" for n in notes] + [""]
+    lines += ["## Summary", ""] + [f"* {k}: {v}" for k, v in sorted(counts.items())] + [""]
     return "\n".join(lines)
 
 

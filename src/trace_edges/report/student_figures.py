@@ -66,7 +66,7 @@ def student_strip_figure(manifest_path: str | Path, teacher_edges: str | Path, m
 
 
 def plot_training_curve(path: str | Path, history: Sequence[Mapping[str, Any]], title: str = "") -> None:
-    """The student's per-epoch losses (left) and validation Dice / F1 (right), one PNG.
+    """The student's per-epoch losses (left) and validation Dice / F1 / SSIM(I, Î) (right), one PNG.
 
     ``history``: the rows of ``metrics.csv`` (``Trainer.run()["history"]``); missing values are skipped.
     """
@@ -91,6 +91,7 @@ def plot_training_curve(path: str | Path, history: Sequence[Mapping[str, Any]], 
     axes[0].legend(frameon=False)
     line(axes[1], "val_dice", "val masked Dice")
     line(axes[1], "val_f1", "val pixel F1@0.5")
+    line(axes[1], "val_ssim", "val SSIM(I, Î)", ls=":")
     axes[1].set_xlabel("epoch")
     axes[1].set_ylim(0, 1)
     axes[1].legend(frameon=False)

@@ -77,9 +77,18 @@ def run_distill(params: Mapping[str, Any], teacher_params: Mapping[str, Any], ma
     from trace_edges.report.student_figures import plot_training_curve
     from trace_edges.backbones.loader import load_configured_backbone
 
+    from trace_edges.data.train_data import list_sha256
+
     manifest = load_manifest(manifest_path)
     out_dir = Path(out_dir)
+    transductive = bool(params["train_data"]["transductive"])
+    if not transductive and manifest.get("dataset") != "train_data":
+        raise DataError("the student would train on the evaluation images: this manifest is not a training set "
+                        f"(dataset {manifest.get('dataset')!r})", path=manifest_path,
+                        fix="pass results/<preset>/train_data/manifest.json (rule prepare_train), or set "
+                            "student.train_data.transductive: true to train on the evaluation images on purpose")
     items = labelled_images(manifest, labels_manifest)
+    used = [rec for rec, _ in items]
     train_ids, val_ids = split_train_val([rec["id"] for rec, _ in items], float(params["train"]["val_fraction"]))
     bspec = teacher_params["backbone"]
     if backbone is None:
@@ -112,7 +121,9 @@ def run_distill(params: Mapping[str, Any], teacher_params: Mapping[str, Any], ma
         "steps_per_epoch": result["steps_per_epoch"],
         "val_metrics": {k: v for k, v in result["final"].items() if k.startswith("val_")},
         "history": result["history"],
-        "training_data": {"train_ids": train_ids, "val_ids": val_ids},
+        "training_data": {"transductive": transductive, "dataset": manifest.get("dataset"),
+                          "manifest": str(manifest_path), "num_images": len(used),
+                          "list_sha256": list_sha256(used), "train_ids": train_ids, "val_ids": val_ids},
         "snapshots": trainer.snapshot_index(),
         "provenance": provenance.record("student", params=stage_params,
                                         inputs=[manifest_path, labels_manifest], model=info,
