@@ -236,7 +236,19 @@ def _student_latency(bb, rgb, device) -> dict[str, Any]:
             "paper": {"teacher_ms": 3682.0, "student_ms": 45.0, "device": "A100"}}
 
 
+def _part_path(args, row) -> Path:
+    family, res, depth, dtype, naive = row
+    d = "full" if depth is None else "-".join(map(str, depth)) if isinstance(depth, (tuple, list)) else depth
+    name = f"{family}_{res}_{d}_{dtype}{'_naive' if naive else ''}.json"
+    return Path(args.out_dir) / f".teacher_scale_{args.preset}" / name
+
+
 def _run_row(args, row) -> dict[str, Any]:
+    """One row in a fresh subprocess; its result is kept under ``.teacher_scale_<preset>/`` so an
+    interrupted run resumes (``--resume``) without redoing the finished rows."""
+    part = _part_path(args, row)
+    if args.resume and part.is_file():
+        return json.loads(part.read_text())
     family, res, depth, dtype, naive = row
     out = Path(args.out_dir) / f".scale_{family}_{res}_{os.getpid()}.json"
     cmd = [sys.executable, __file__, "--worker", json.dumps([family, res, depth, dtype, naive]),
@@ -252,6 +264,8 @@ def _run_row(args, row) -> dict[str, Any]:
     result["extra"].update(wall_s=round(time.perf_counter() - t0, 1), loadavg_before=load0,
                            loadavg_after=os.getloadavg())
     print(json.dumps(result["row"]), flush=True)
+    part.parent.mkdir(parents=True, exist_ok=True)
+    part.write_text(json.dumps(result))
     return result
 
 
@@ -261,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: torch's)")
     ap.add_argument("--only", default=None, help="comma-separated families to run (default: every row)")
     ap.add_argument("--out-dir", default=str(ROOT / "results" / "benchmarks"))
+    ap.add_argument("--resume", action="store_true", help="reuse the rows an interrupted run finished")
     ap.add_argument("--note", default="", help="free text recorded in the JSON (e.g. machine contention)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--worker-out", help=argparse.SUPPRESS)
