@@ -55,10 +55,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # cost is what is compared, and it does not depend on the step count)
     "cpu": {"device": "cpu", "stride": 1000, "student": False, "rows": [
         ("sd3", 1024, 2, "float32", False),
-        ("flux", 1024, (1, 1), "float32", False),
         ("sd15", 512, None, "float32", False),
         ("pixart", 512, None, "float32", False),
         ("sd3", 1024, 1, "float32", True),
+        ("flux", 1024, (1, 1), "float32", False),
     ]},
     "gpu": {"device": "cuda", "stride": 100, "student": True, "rows": [
         ("sd15", 512, None, "bfloat16", False),
@@ -151,7 +151,7 @@ def worker(family: str, resolution: int, depth, dtype_name: str, device_name: st
     from trace_edges.backbones.loader import DTYPES
     from trace_edges.backbones.real import param_count, real_backbone
     from trace_edges.data.images import load_rgb
-    from trace_edges.teacher.sa_map import map_bytes
+    from trace_edges.teacher.sa_map import ACC_ROWS, WORK_MB, map_bytes
     from trace_edges.teacher.trajectory import run_teacher
 
     device = torch.device(device_name)
@@ -189,7 +189,8 @@ def worker(family: str, resolution: int, depth, dtype_name: str, device_name: st
     teacher_s = res.info["walk_s"]
     n = out_grid[0] * out_grid[1]
     d_max = max(head_dims)
-    block_ws = (2 * 256 * n * 4 + 2 * max(heads) * n * d_max * 4) / 2 ** 20   # 2 row buffers + one block's Q/K
+    # the all-heads logits buffer (WORK_MB) + its head sum + one block's Q/K
+    block_ws = WORK_MB + (ACC_ROWS * n * 4 + 2 * max(heads) * n * d_max * 4) / 2 ** 20
     row = {
         "family": family, "resolution": resolution, "tokens": n, "blocks": len(sites),
         "heads": heads[0] if len(heads) == 1 else "/".join(map(str, heads)),

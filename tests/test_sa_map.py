@@ -29,11 +29,11 @@ def _accumulate(acc, qs, ks, scales=None):
     return acc.end()
 
 
-@pytest.mark.parametrize("rows", [3, 16, 256])
-def test_accumulated_map_is_the_aggregated_sa(rows):
+@pytest.mark.parametrize("rows,work_mb", [(3, 1e-4), (16, 0.01), (256, 64)])   # 1 to all query rows per chunk
+def test_accumulated_map_is_the_aggregated_sa(rows, work_mb):
     qs, ks = _blocks(0)
     scales = [0.3, None, 0.5, None, 0.2]
-    acc = SAAccumulator(GRIDS, OUT, rows=rows, dtype=torch.float64)
+    acc = SAAccumulator(GRIDS, OUT, rows=rows, work_mb=work_mb, dtype=torch.float64)
     got = _accumulate(acc, qs, ks, scales)
     assert torch.allclose(got, aggregate_attention(qs, ks, GRIDS, OUT, scales), atol=1e-12)
 
@@ -58,7 +58,7 @@ def test_both_modes_equal_the_definitions(divergence, neighbourhood):
     steps = [_blocks(s) for s in (4, 5, 6)]
     ref_maps = {t: aggregate_attention(q, k, GRIDS, OUT) for t, (q, k) in zip((0, 99, 199), steps)}
     _, ref_curve = iep(ref_maps, divergence)
-    acc = SAAccumulator(GRIDS, OUT, rows=7, dtype=torch.float64)
+    acc = SAAccumulator(GRIDS, OUT, rows=7, work_mb=0.005, dtype=torch.float64)
     prev = None
     for t, (qs, ks) in zip((0, 99, 199), steps):
         ref_abdiv = abdiv(ref_maps[t], OUT, divergence, neighbourhood=neighbourhood)

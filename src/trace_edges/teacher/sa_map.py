@@ -8,7 +8,8 @@ this module only changes *how often* each block's attention is evaluated and wha
   capture callback; the block's Q/K are dropped right after), one query-row chunk at a time with
   the heads summed in a ``chunk x N`` buffer, so each block's attention is evaluated exactly once.
   ABDiv and the IEP point are read from the map, and the map (not Q/K) is kept for the next step's
-  IEP. Peak extra memory: two maps (previous + current) + one block's working set (``2 chunk x N``;
+  IEP. Peak extra memory: two maps (previous + current) + one block's working set (``work_mb`` + a
+  ``rows x N`` head sum;
   a lower-resolution U-Net level adds its head-mean ``n_b x n_b`` and its key-upsampled rows
   ``n_b x N``).
 * ``chunked`` (the map does not fit): :func:`chunked_step` walks the output grid in bands of query
@@ -32,8 +33,10 @@ from trace_edges.teacher.divergence import (DEFAULT_EPS, Grid, _pairs, _query_in
 
 MAP_MODES = ("materialised", "chunked")
 
-#: query rows per chunk while accumulating (cache-sized: ``rows x N`` floats per head)
+#: output rows per chunk when adding an upsampled (lower-resolution) block into the map
 ACC_ROWS = 256
+#: MiB of the per-chunk logits buffer ``heads x rows x n_b`` (CPU; one map of SD3.5-L at 1024 px)
+WORK_MB = 64
 
 
 def map_bytes(out_grid: Grid) -> int:
@@ -58,14 +61,15 @@ class SAAccumulator:
     >>> acc.begin(); [acc.add(c) for c in captured]; sa = acc.end()
     """
 
-    def __init__(self, grids: Sequence[Grid], out_grid: Grid, *, rows: int = ACC_ROWS,
+    def __init__(self, grids: Sequence[Grid], out_grid: Grid, *, rows: int = ACC_ROWS, work_mb: float = WORK_MB,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
         if not grids:
             raise ValueError("no attention blocks given")
         self.grids = [tuple(g) for g in grids]
         self.out_grid = tuple(out_grid)
         self.n = out_grid[0] * out_grid[1]
-        self.rows = max(1, int(rows))
+        self.rows = max(1, int(rows))                            # output rows per chunk (upsampled blocks)
+        self.work_bytes = max(1, int(work_mb * 2 ** 20))         # the all-heads logits buffer of one chunk
         self.device = torch.device(device)
         self.dtype = dtype
         self.prev: torch.Tensor | None = None
@@ -105,16 +109,18 @@ class SAAccumulator:
         w = 1.0 / (heads * len(self.grids))
         same = tuple(grid) == self.out_grid
         block = self.cur if same else torch.zeros(n_b, n_b, device=self.device, dtype=self.dtype)
-        for r0 in range(0, n_b, self.rows):
-            r1 = min(n_b, r0 + self.rows)
-            acc = None
-            for h in range(heads):                                # one head's rows at a time
-                p = torch.softmax(torch.mm(qs[h, r0:r1], kt[h]), dim=-1)
-                if acc is None:
-                    acc = p
-                else:
-                    acc += p
-            block[r0:r1].add_(acc, alpha=w if same else 1.0 / heads)
+        # all heads of a chunk of query rows in one batched product (few large ops: on a shared CPU
+        # every op is a thread barrier), softmax in place in one reused buffer of ~work_mb
+        rows = max(1, min(n_b, self.work_bytes // (heads * n_b * block.element_size())))
+        work = torch.empty(heads * rows * n_b, device=self.device, dtype=self.dtype)
+        for r0 in range(0, n_b, rows):
+            r1 = min(n_b, r0 + rows)
+            lg = work[:heads * (r1 - r0) * n_b].view(heads, r1 - r0, n_b)
+            torch.bmm(qs[:, r0:r1], kt, out=lg)
+            lg.sub_(lg.amax(-1, keepdim=True)).exp_()
+            lg.div_(lg.sum(-1, keepdim=True))                     # softmax over the keys, per head
+            block[r0:r1].add_(lg.sum(0), alpha=w if same else 1.0 / heads)
+        del work
         if not same:
             self._add_upsampled(block, tuple(grid), 1.0 / len(self.grids))
         self._added += 1
@@ -221,5 +227,5 @@ def chunked_step(qs: Sequence[torch.Tensor], ks: Sequence[torch.Tensor], grids: 
     return out, (float(total / N) if prev is not None else None)
 
 
-__all__ = ["ACC_ROWS", "MAP_MODES", "SAAccumulator", "abdiv_from_map", "choose_map_mode", "chunked_step",
+__all__ = ["ACC_ROWS", "WORK_MB", "MAP_MODES", "SAAccumulator", "abdiv_from_map", "choose_map_mode", "chunked_step",
            "iep_point_from_maps", "map_bytes", "sa_rows_headwise"]

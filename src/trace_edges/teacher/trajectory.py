@@ -31,7 +31,7 @@ import torch
 
 from trace_edges.teacher.capture import capture_qk
 from trace_edges.teacher.divergence import abdiv_from_qk, iep_divergence_from_qk, iep_step
-from trace_edges.teacher.sa_map import (ACC_ROWS, SAAccumulator, abdiv_from_map, choose_map_mode, chunked_step,
+from trace_edges.teacher.sa_map import (ACC_ROWS, WORK_MB, SAAccumulator, abdiv_from_map, choose_map_mode, chunked_step,
                                         iep_point_from_maps)
 from trace_edges.teacher.labels import normalize_unit
 
@@ -97,9 +97,10 @@ def run_teacher(backbone: Any, rgb: np.ndarray, params: Mapping[str, Any], *,
     acc = None
     if mode == "exact" and map_mode == "materialised":
         # every block is added into the step's map while the forward runs; its Q/K are then dropped
-        # CPU: cache-sized row chunks; GPU: whole maps per head (fewer kernel launches)
-        acc = SAAccumulator(grids, out_grid, device=x0.device,
-                            rows=ACC_ROWS if x0.device.type == "cpu" else out_grid[0] * out_grid[1])
+        # GPU: larger chunks (fewer kernel launches; memory is not the constraint there)
+        cpu = x0.device.type == "cpu"
+        acc = SAAccumulator(grids, out_grid, device=x0.device, rows=ACC_ROWS if cpu else 4096,
+                            work_mb=WORK_MB if cpu else 1024)
     store = acc is None or on_step is not None
     prev = None
     x = x0
