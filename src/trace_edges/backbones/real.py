@@ -154,13 +154,11 @@ def _construct(cls_name: str, cfg: dict[str, Any]):
 def _build(cls_name: str, cfg: dict[str, Any], *, seed: int, dtype: torch.dtype, device: str | torch.device):
     torch.manual_seed(int(seed))
     device = torch.device(device)
-    if device.type == "meta":
-        with torch.device("meta"):
-            model = _construct(cls_name, cfg)
-    else:
+    if device.type == "cpu":
         model = _construct(cls_name, cfg)
-    if device.type != "meta":
-        model.to(device)
+    else:  # meta: shapes only; cuda: initialised in place (a 12B fp32 model never crosses the bus)
+        with torch.device(device):
+            model = _construct(cls_name, cfg)
     if dtype != torch.float32:
         _quiet_cast(model, dtype)
     return model.eval().requires_grad_(False)

@@ -5,8 +5,12 @@ For a clean latent X_0 = E(I) and the step grid τ_0 = 0 < τ_1 < … < τ_N (st
 under :func:`~trace_edges.teacher.capture.capture_qk`. From that step's per-block Q/K:
 
 * the ABDiv map is computed at *every* step (maps are tiny: one value per token), and
-* the IEP divergence D(SA(τ_{k-1}) ‖ SA(τ_k)) from the previous step's Q/K, which is the only
-  step kept in memory (SD3.5-L at 1024² holds ~40 MB of Q/K per block per step).
+* the IEP divergence D(SA(τ_{k-1}) ‖ SA(τ_k)) against the previous step.
+
+``mode: exact`` evaluates each block's attention once per step (:mod:`trace_edges.teacher.sa_map`):
+when the aggregated map fits ``teacher.map_budget_mb`` it is accumulated while the denoiser runs
+and kept (not Q/K) for the next step's IEP point; otherwise the step's Q/K are kept and walked in
+bands of rows, one head at a time (the previous step's rows are recomputed from its Q/K).
 
 t* = argmax_k D is picked at the end, and the ABDiv map at t* is the teacher's edge map.
 
@@ -18,6 +22,7 @@ SD3/FLUX; ``noise`` draws X_τ ~ q(X_τ | X_0) with one seeded noise tensor shar
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -26,11 +31,15 @@ import torch
 
 from trace_edges.teacher.capture import capture_qk
 from trace_edges.teacher.divergence import abdiv_from_qk, iep_divergence_from_qk, iep_step
+from trace_edges.teacher.sa_map import (ACC_ROWS, WORK_MB, SAAccumulator, abdiv_from_map, choose_map_mode, chunked_step,
+                                        iep_point_from_maps)
 from trace_edges.teacher.labels import normalize_unit
 
 log = logging.getLogger(__name__)
 
 TRAJECTORIES = ("inversion", "noise")
+#: teacher.map_budget_mb's default (the schema's): materialise the aggregated map up to 1 GiB
+DEFAULT_MAP_BUDGET_MB = 1024
 
 
 @dataclass
@@ -81,34 +90,63 @@ def run_teacher(backbone: Any, rgb: np.ndarray, params: Mapping[str, Any], *,
 
     maps: list[np.ndarray] = []
     curve: dict[int, float] = {}
+    sites = backbone.attention_sites()
+    grids = [tuple(site.grid) for site in sites]
+    out_grid = _largest_grid(grids)
+    map_mode = choose_map_mode(out_grid, params.get("map_budget_mb", DEFAULT_MAP_BUDGET_MB))
+    acc = None
+    if mode == "exact" and map_mode == "materialised":
+        # every block is added into the step's map while the forward runs; its Q/K are then dropped
+        # GPU: larger chunks (fewer kernel launches; memory is not the constraint there)
+        cpu = x0.device.type == "cpu"
+        acc = SAAccumulator(grids, out_grid, device=x0.device, rows=ACC_ROWS if cpu else 4096,
+                            work_mb=WORK_MB if cpu else 1024)
+    store = acc is None or on_step is not None
     prev = None
-    grids = None
     x = x0
-    with torch.no_grad(), capture_qk(backbone) as cap:
+    t0 = time.perf_counter()
+    with torch.no_grad(), capture_qk(backbone, sites, callback=None if acc is None else acc.add,
+                                     store=store) as cap:
         for k, t in enumerate(steps):
             if trajectory == "noise":
                 x = x0 if t == 0 else backbone.add_noise(x0, noise, t)
+            if acc is not None:
+                acc.begin()
             out = backbone.predict(x, t)
             captured = cap.pop()
             qs = [c.q.float() for c in captured]
             ks = [c.k.float() for c in captured]
             scales = [c.scale for c in captured]
-            grids = [tuple(c.grid) for c in captured]
-            out_grid = _largest_grid(grids)
-            maps.append(abdiv_from_qk(qs, ks, grids, out_grid, mode, neighbourhood=params["neighbourhood"],
-                                      scales=scales, **kw).float().cpu().numpy())
+            if acc is not None:
+                sa = acc.end()
+                abd = abdiv_from_map(sa, out_grid, neighbourhood=params["neighbourhood"], **kw)
+                if acc.prev is not None:
+                    curve[t] = iep_point_from_maps(acc.prev, sa, **kw)
+            elif mode == "exact":
+                abd, point = chunked_step(qs, ks, grids, out_grid, prev, neighbourhood=params["neighbourhood"],
+                                          scales=scales, **kw)
+                if point is not None:
+                    curve[t] = point
+                prev = (qs, ks)
+            else:  # fast: the closed form from Q/K (a different quantity; divergence.py)
+                abd = abdiv_from_qk(qs, ks, grids, out_grid, mode, neighbourhood=params["neighbourhood"],
+                                    scales=scales, **kw)
+                if prev is not None:
+                    curve[t] = iep_divergence_from_qk(prev, (qs, ks), grids, out_grid, mode, scales=scales, **kw)
+                prev = (qs, ks)
+            maps.append(abd.float().cpu().numpy())
             if on_step is not None:
                 on_step(t, qs, ks, grids, out_grid, scales)
-            if prev is not None:
-                curve[t] = iep_divergence_from_qk(prev, (qs, ks), grids, out_grid, mode, scales=scales, **kw)
-            prev = (qs, ks)
             if trajectory == "inversion" and k + 1 < len(steps):
                 x = backbone.step(x, t, steps[k + 1], out)
-            del out, captured
+            del out, captured, qs, ks
+    walk_s = time.perf_counter() - t0
     t_star = iep_step(curve, steps)
     log.debug("IEP curve %s -> t* = %d", curve, t_star)
     return TeacherResult(steps=list(steps), grid=_largest_grid(grids), abdiv=np.stack(maps), divergence_curve=curve,
-                         t_star=t_star, info={"blocks": len(grids), "grids": sorted(set(grids))})
+                         t_star=t_star, info={"blocks": len(grids), "grids": sorted(set(grids)),
+                                              "map_mode": map_mode if mode == "exact" else "fast",
+                                              "walk_s": walk_s})
 
 
 def upsample_to_image(grid_map: np.ndarray, height: int, width: int, *, mode: str = "bilinear") -> np.ndarray:

@@ -1,0 +1,231 @@
+"""One attention evaluation per block per step: the teacher's per-step SA, IEP point and ABDiv.
+
+The definitions are those of :mod:`trace_edges.teacher.divergence` (aggregated SA, Eq. 1, Eq. 2);
+this module only changes *how often* each block's attention is evaluated and what is kept:
+
+* ``materialised`` (the aggregated map ``N x N x 4 B`` fits ``teacher.map_budget_mb``):
+  :class:`SAAccumulator` adds every block into the step's map **while the denoiser runs** (the
+  capture callback; the block's Q/K are dropped right after), one query-row chunk at a time with
+  the heads summed in a ``chunk x N`` buffer, so each block's attention is evaluated exactly once.
+  ABDiv and the IEP point are read from the map, and the map (not Q/K) is kept for the next step's
+  IEP. Peak extra memory: two maps (previous + current) + one block's working set (``work_mb`` + a
+  ``rows x N`` head sum;
+  a lower-resolution U-Net level adds its head-mean ``n_b x n_b`` and its key-upsampled rows
+  ``n_b x N``).
+* ``chunked`` (the map does not fit): :func:`chunked_step` walks the output grid in bands of query
+  rows (+ a one-row halo), computing each band's SA rows from Q/K **one head at a time**, so peak
+  extra memory is O(chunk * N) whatever the head count. The current step's rows are evaluated once
+  for both ABDiv and the IEP point; the previous step's rows are recomputed from its Q/K (keeping
+  them is what does not fit). Two evaluations per block per step instead of three.
+
+Both equal the reference definitions (``abdiv(aggregate_attention(...))``, ``iep(...)``) to float
+rounding; tests force each mode.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from trace_edges.teacher.divergence import (DEFAULT_EPS, Grid, _pairs, _query_index, _scale, _shift_index,
+                                            _upsample_keys, row_divergence)
+
+MAP_MODES = ("materialised", "chunked")
+
+#: output rows per chunk when adding an upsampled (lower-resolution) block into the map
+ACC_ROWS = 256
+#: MiB of the per-chunk logits buffer ``heads x rows x n_b`` (CPU; one map of SD3.5-L at 1024 px)
+WORK_MB = 64
+
+
+def map_bytes(out_grid: Grid) -> int:
+    """Bytes of one aggregated float32 map on ``out_grid``."""
+    n = out_grid[0] * out_grid[1]
+    return n * n * 4
+
+
+def choose_map_mode(out_grid: Grid, budget_mb: float) -> str:
+    """``materialised`` when one aggregated map (``N^2 x 4 B``) fits ``budget_mb`` MiB, else ``chunked``.
+    (The run holds two maps: the previous step's and the current one.)"""
+    return "materialised" if map_bytes(out_grid) <= float(budget_mb) * 2 ** 20 else "chunked"
+
+
+# ---------------------------------------------------------------------------------------------
+# materialised: accumulate while the forward runs
+# ---------------------------------------------------------------------------------------------
+class SAAccumulator:
+    """The aggregated SA of one step, built block by block; keeps the previous step's map.
+
+    >>> acc = SAAccumulator(grids, out_grid)            # doctest: +SKIP
+    >>> acc.begin(); [acc.add(c) for c in captured]; sa = acc.end()
+    """
+
+    def __init__(self, grids: Sequence[Grid], out_grid: Grid, *, rows: int = ACC_ROWS, work_mb: float = WORK_MB,
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+        if not grids:
+            raise ValueError("no attention blocks given")
+        self.grids = [tuple(g) for g in grids]
+        self.out_grid = tuple(out_grid)
+        self.n = out_grid[0] * out_grid[1]
+        self.rows = max(1, int(rows))                            # output rows per chunk (upsampled blocks)
+        self.work_bytes = max(1, int(work_mb * 2 ** 20))         # the all-heads logits buffer of one chunk
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.prev: torch.Tensor | None = None
+        self.cur: torch.Tensor | None = None
+        self._spare: torch.Tensor | None = None
+        self._added = 0
+        self._qidx: dict[Grid, torch.Tensor] = {}
+
+    def begin(self) -> None:
+        """Start a step: the current map becomes the previous one (its buffer from two steps ago
+        is reused: two maps are held at most)."""
+        if self.cur is not None:
+            self._spare, self.prev = self.prev, self.cur
+        buf = self._spare if self._spare is not None else torch.empty(self.n, self.n, device=self.device,
+                                                                          dtype=self.dtype)
+        self._spare = None
+        self.cur = buf.zero_()
+        self._added = 0
+
+    def add(self, c) -> None:
+        """Add one block (a :class:`~trace_edges.teacher.capture.CapturedQK` or anything with
+        ``q``, ``k``, ``scale``, ``grid``) into the current map: mean over heads, weight 1/B."""
+        self.add_qk(c.q, c.k, tuple(c.grid), c.scale)
+
+    @torch.no_grad()
+    def add_qk(self, q: torch.Tensor, k: torch.Tensor, grid: Grid, scale: float | None = None) -> None:
+        if self.cur is None:
+            raise RuntimeError("SAAccumulator.add before begin()")
+        if self._added >= len(self.grids):
+            raise RuntimeError(f"more blocks than the {len(self.grids)} declared")
+        q, k = q.to(self.device, self.dtype), k.to(self.device, self.dtype)
+        heads, n_b, _ = q.shape
+        if n_b != grid[0] * grid[1]:
+            raise ValueError(f"{n_b} tokens do not fill the grid {grid}")
+        qs = q * _scale(q, scale)
+        kt = k.transpose(1, 2).contiguous()                      # [heads, d, n_b]
+        w = 1.0 / (heads * len(self.grids))
+        same = tuple(grid) == self.out_grid
+        block = self.cur if same else torch.zeros(n_b, n_b, device=self.device, dtype=self.dtype)
+        # all heads of a chunk of query rows in one batched product (few large ops: on a shared CPU
+        # every op is a thread barrier), softmax in place in one reused buffer of ~work_mb
+        rows = max(1, min(n_b, self.work_bytes // (heads * n_b * block.element_size())))
+        work = torch.empty(heads * rows * n_b, device=self.device, dtype=self.dtype)
+        for r0 in range(0, n_b, rows):
+            r1 = min(n_b, r0 + rows)
+            lg = work[:heads * (r1 - r0) * n_b].view(heads, r1 - r0, n_b)
+            torch.bmm(qs[:, r0:r1], kt, out=lg)
+            lg.sub_(lg.amax(-1, keepdim=True)).exp_()
+            lg.div_(lg.sum(-1, keepdim=True))                     # softmax over the keys, per head
+            block[r0:r1].add_(lg.sum(0), alpha=w if same else 1.0 / heads)
+        del work
+        if not same:
+            self._add_upsampled(block, tuple(grid), 1.0 / len(self.grids))
+        self._added += 1
+
+    def _add_upsampled(self, block: torch.Tensor, grid: Grid, weight: float) -> None:
+        """U_{b->max}: keys bilinear + renormalised, queries nearest (as aggregate_attention)."""
+        up = _upsample_keys(block, grid, self.out_grid)           # [n_b, N]
+        if grid not in self._qidx:
+            self._qidx[grid] = _query_index(grid, self.out_grid, torch.arange(self.n, device=self.device))
+        qi = self._qidx[grid]
+        for r0 in range(0, self.n, self.rows):
+            r1 = min(self.n, r0 + self.rows)
+            self.cur[r0:r1].add_(up[qi[r0:r1]], alpha=weight)
+
+    def end(self) -> torch.Tensor:
+        """The step's aggregated map (every declared block must have been added)."""
+        if self._added != len(self.grids):
+            raise RuntimeError(f"{self._added} of {len(self.grids)} blocks were added this step")
+        return self.cur
+
+
+def abdiv_from_map(sa: torch.Tensor, grid: Grid, divergence: str = "kl", eps: float = DEFAULT_EPS,
+                   neighbourhood: int = 4, chunk: int = 1024) -> torch.Tensor:
+    """:func:`~trace_edges.teacher.divergence.abdiv` in bands of rows (no ``N x N`` temporaries)."""
+    H, W = grid
+    div = row_divergence(divergence)
+    out = torch.zeros(H * W, dtype=sa.dtype, device=sa.device)
+    band = max(1, chunk // W)
+    pairs = _pairs(neighbourhood)
+    for r0 in range(0, H, band):
+        rows = torch.arange(r0, min(H, r0 + band), device=sa.device)
+        sl = slice(r0 * W, (r0 + len(rows)) * W)
+        for a, b in pairs:
+            out[sl] += div(sa[_shift_index(H, W, *a, rows, sa.device)], sa[_shift_index(H, W, *b, rows, sa.device)],
+                           eps)
+    return out.reshape(H, W)
+
+
+def iep_point_from_maps(prev: torch.Tensor, cur: torch.Tensor, divergence: str = "kl", eps: float = DEFAULT_EPS,
+                        chunk: int = 1024) -> float:
+    """D(SA_prev ‖ SA_cur) averaged over query rows (Eq. 1's point), in row chunks."""
+    div = row_divergence(divergence)
+    n = prev.shape[0]
+    total = torch.zeros((), dtype=torch.float64, device=prev.device)
+    for r0 in range(0, n, chunk):
+        total += div(prev[r0:r0 + chunk], cur[r0:r0 + chunk], eps).sum().double()
+    return float(total / n)
+
+
+# ---------------------------------------------------------------------------------------------
+# chunked: bands of rows, one head at a time
+# ---------------------------------------------------------------------------------------------
+def sa_rows_headwise(qs: Sequence[torch.Tensor], ks: Sequence[torch.Tensor], grids: Sequence[Grid], out_grid: Grid,
+                     query_idx: torch.Tensor, scales: Sequence[float | None] | None = None) -> torch.Tensor:
+    """Rows ``query_idx`` of the aggregated SA from Q/K, heads one at a time: the extra memory is
+    O(len(query_idx) * N) whatever the head count (:func:`divergence.sa_rows` holds all heads)."""
+    scales = list(scales) if scales is not None else [None] * len(qs)
+    total = None
+    for q, k, grid, sc in zip(qs, ks, grids, scales):
+        bq = _query_index(grid, out_grid, query_idx)
+        uniq, inv = torch.unique(bq, return_inverse=True)
+        s = _scale(q, sc)
+        acc = None
+        for h in range(q.shape[0]):
+            p = torch.softmax(s * q[h, uniq] @ k[h].T, dim=-1)    # [u, n_b]
+            if acc is None:
+                acc = p
+            else:
+                acc += p
+        rows = _upsample_keys(acc / q.shape[0], grid, out_grid)[inv]   # [c, N]
+        total = rows if total is None else total + rows
+    return total / len(qs)
+
+
+def chunked_step(qs: Sequence[torch.Tensor], ks: Sequence[torch.Tensor], grids: Sequence[Grid], out_grid: Grid,
+                 prev: tuple[Sequence[torch.Tensor], Sequence[torch.Tensor]] | None = None, *,
+                 divergence: str = "kl", eps: float = DEFAULT_EPS, neighbourhood: int = 4,
+                 scales: Sequence[float | None] | None = None, chunk: int = 1024) -> tuple[torch.Tensor, float | None]:
+    """ABDiv of this step and (with ``prev = (qs, ks)`` of the previous step) the IEP point, in one
+    walk over bands of query rows: this step's rows are evaluated once for both."""
+    H, W = out_grid
+    N = H * W
+    div = row_divergence(divergence)
+    device = qs[0].device
+    out = torch.zeros(H, W, dtype=qs[0].dtype, device=device)
+    band = max(1, chunk // max(W, 1) - 2)
+    pairs = _pairs(neighbourhood)
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    for r0 in range(0, H, band):
+        r1 = min(H, r0 + band)
+        lo, hi = max(0, r0 - 1), min(H, r1 + 1)
+        rows = sa_rows_headwise(qs, ks, grids, out_grid, torch.arange(lo * W, hi * W, device=device), scales)
+        band_rows = torch.arange(r0, r1, device=device)
+        acc = torch.zeros((r1 - r0) * W, dtype=rows.dtype, device=device)
+        for a, b in pairs:
+            acc += div(rows[_shift_index(H, W, *a, band_rows, device) - lo * W],
+                       rows[_shift_index(H, W, *b, band_rows, device) - lo * W], eps)
+        out[r0:r1] = acc.reshape(r1 - r0, W)
+        if prev is not None:
+            own = rows[(r0 - lo) * W:(r1 - lo) * W]
+            prev_rows = sa_rows_headwise(prev[0], prev[1], grids, out_grid,
+                                         torch.arange(r0 * W, r1 * W, device=device), scales)
+            total += div(prev_rows, own, eps).sum().double()
+    return out, (float(total / N) if prev is not None else None)
+
+
+__all__ = ["ACC_ROWS", "WORK_MB", "MAP_MODES", "SAAccumulator", "abdiv_from_map", "choose_map_mode", "chunked_step",
+           "iep_point_from_maps", "map_bytes", "sa_rows_headwise"]
