@@ -55,8 +55,8 @@ def shard_arg(stage):
 
 
 def shard_runtime(stage, seconds_per_image, floor=10):
-    """A shard job's time request (minutes): 3x its images at `seconds_per_image` (the paper
-    preset's cost per image, results/benchmarks/paper_scale.json), at least `floor`."""
+    """A shard job's time request (minutes): 3x its images at `seconds_per_image` (a rounded-up
+    CPU cost per image of the paper preset, results/benchmarks/paper_scale.md), at least `floor`."""
     size = config["shards"][stage] or num_images(config["data"])
     return max(floor, math.ceil(3 * size * seconds_per_image / 60))
 

@@ -29,7 +29,7 @@ rule bgp_shard:
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=shard_runtime("bgp", 10.0),
+        runtime=shard_runtime("bgp", 2.0),
     conda:
         ENV
     shell:
@@ -94,7 +94,7 @@ rule wps_shard:
     threads: 1
     resources:
         mem_mb=3000,
-        runtime=shard_runtime("wps", 2.0),
+        runtime=shard_runtime("wps", 0.2),
     conda:
         ENV
     shell:

@@ -63,7 +63,7 @@ rule proposals_shard:
     resources:
         gpu=1 if MASKCUT_GPU else 0,
         mem_mb=16000 if MASKCUT_GPU else 3000,
-        runtime=shard_runtime("proposals", 20.0),  # MaskCut: ~10-20 s per COCO image
+        runtime=shard_runtime("proposals", 40.0),  # MaskCut: ~40 CPU-s per image (paper_scale.md)
     conda:
         ENV
     shell:
