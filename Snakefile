@@ -26,7 +26,7 @@ validate(config, "src/trace_edges/schemas/config.schema.yaml")
 # The rules run the project's own checked-out package (src/), in whatever Python runs the
 # jobs: the conda env with --sdm conda, otherwise the interpreter running Snakemake.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from trace_edges.edges import staged_sources  # noqa: E402
+from trace_edges.edges import gt_sources, staged_sources  # noqa: E402
 from trace_edges.families import tiny_marker  # noqa: E402
 from trace_edges.provenance import stage_sources  # noqa: E402
 from trace_edges.ablations import expand as expand_ablations  # noqa: E402
@@ -65,7 +65,14 @@ LOGS = f"{R}/logs"
 BENCH = f"{R}/benchmarks"
 ENV = "../envs/trace-edges.yaml"  # relative to rules/
 
-EDGE_SOURCES = list(config["edges"]["sources"])
+# an ORACLE source reads the ground truth: left out of an images-only run (one log line says so)
+EDGE_SOURCES = [s for s in config["edges"]["sources"] if HAS_GT or s not in gt_sources()]
+if len(EDGE_SOURCES) < len(config["edges"]["sources"]):
+    logger.info(f"edge source(s) {sorted(set(config['edges']['sources']) - set(EDGE_SOURCES))} need ground truth "
+                "(ORACLE): left out for data.dataset: images")
+if not EDGE_SOURCES:
+    raise ValueError("config: edges.sources holds only ORACLE sources, which need ground truth, and data.dataset "
+                     "is 'images'; fix: add a source that reads pixels (e.g. sobel)")
 STAGED_SOURCES = staged_sources()   # written by their own stages (rules/teacher.smk, student.smk)
 GRADIENT_SOURCES = [s for s in EDGE_SOURCES if s not in STAGED_SOURCES]
 UIS_SOURCES = ["none"] + EDGE_SOURCES  # 'none' = the base proposals without BGP (baseline row)

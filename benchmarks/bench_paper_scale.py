@@ -46,6 +46,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from _measure import PeakRSS  # noqa: E402
 
 OUT = ROOT / "results" / "benchmarks" / "paper_scale"
+#: whole-set scoring stages: measured on one source, the same cost assumed for every source
+SET_STAGES = ("score_uis", "score_wps")
 PAPER = ("config.yaml", "config.paper.yaml")
 #: per-image stages measured here, in DAG order; `per_source`: runs once per edge source
 #: ('none' included for WPS)
@@ -268,14 +270,15 @@ def projection(costs: dict, dag_info: dict | None, n: int, nodes: list[int], cor
         if not rows:
             continue
         if meta["per_source"]:
-            # measured sources each; every other configured source at the soft (Sobel) map's cost
+            # measured sources each; the staged sources (teacher, student: soft maps, no CPU edges
+            # job) at the soft Sobel map's cost; a source that could not run here is left out
             by_src = {r["source"]: r["cpu_s_per_image"] for r in rows}
             proxy = by_src.get("sobel", max(by_src.values()))
             wanted = (["none"] if stage in ("wps", "score_uis", "score_wps") else []) + list(cfg["edges"]["sources"])
-            if stage == "edges":   # the staged sources' maps come from their own (GPU) stages
+            if stage == "edges":
                 wanted = [s for s in wanted if s not in staged_sources()]
-            per_src = {s: by_src.get(s, proxy) for s in wanted}
-            projected = sorted(s for s in wanted if s not in by_src)
+            projected = sorted(s for s in wanted if s not in by_src and (s in staged_sources() or stage in SET_STAGES))
+            per_src = {s: by_src.get(s, proxy) for s in wanted if s in by_src or s in projected}
         else:
             per_src = {rows[0]["source"] or "all": rows[0]["cpu_s_per_image"]}
             projected = []
@@ -332,9 +335,9 @@ def markdown(res: dict) -> str:
             "## DAG (dry run)",
             "",
             f"- `{r['command']}` on the embedded images repeated under new ids to {d['n_images']} "
-            f"(annotation files + symlinks, no download): **{sum(r['jobs'].values())} jobs, {r['wall_s']} s**.",
+            f"(annotation files + symlinks, no download): **{r['jobs']['total']} jobs, {r['wall_s']} s**.",
             f"- the plain paper preset (COCO 2017 val before its download, sized from its 5000 images): "
-            f"{sum(pl['jobs'].values())} jobs, {pl['wall_s']} s.",
+            f"{pl['jobs']['total']} jobs, {pl['wall_s']} s.",
             "",
             "| rule | jobs |", "|---|---:|",
             *[f"| {k} | {v} |" for k, v in r["jobs"].items() if k != "total"],
@@ -347,7 +350,8 @@ def markdown(res: dict) -> str:
         f"BSDS thresholds (matcher `{c['config']['score.edges.matcher']}`), MaskCut {c['config']['proposals.maskcut']} "
         "on the tiny random ViT (its NCut eigen-solves are the CPU cost; the DINO ViT-B/8 forward is GPU "
         "work, not in this table). Staged sources (trace_teacher, trace_student) have no CPU edge job; "
-        "their BGP / WPS / scoring cost is projected from the soft Sobel map's (marked *).",
+        "their BGP / WPS / scoring cost is projected from the soft Sobel map's (marked *); score_uis / "
+        "score_wps are measured on one source (*: the same cost assumed for the others).",
         "",
         "| stage | jobs (5000 img) | shard size | CPU-s / image (per source) | peak extra MiB "
         "| CPU-hours (5000 img, all sources) | longest job (h) |",
@@ -360,7 +364,8 @@ def markdown(res: dict) -> str:
                      f"{per} | {s['peak_extra_mb']} | {s['cpu_hours']} | {s['longest_job_h']} |")
     errors = [r for r in c["rows"] if "error" in r]
     if errors:
-        lines += ["", "Not measured here: " + "; ".join(f"{r['stage']}/{r['source']} ({r['error']})" for r in errors)]
+        lines += ["", "Not measured here (left out of the totals): "
+                  + "; ".join(f"{r['stage']}/{r['source']} ({r['error']})" for r in errors)]
     g = p["gpu"]
     lines += ["", f"**CPU total: {p['cpu_hours_total']} CPU-hours for {p['n_images']} images.**", "", "## GPU", ""]
     if g["status"] == "measured":

@@ -198,6 +198,7 @@ rule ablation_table:
         uis=expand(f"{AB}/metrics/uis/{{v}}.json", v=["none"] + AB_VARIANTS),
         edges=expand(f"{AB}/metrics/edges/{{v}}.json", v=AB_VARIANTS) if AB_EDGE_METRICS else [],
         latency=expand(f"{AB}/teacher/{{v}}/latency_0.json", v=list(AB_TEACHERS)),
+        students=[_ab_student_json(v) for v in AB_STUDENTS],
         code=code("report_ablations"),
     output:
         tidy=report(f"{AB}/ablations_tidy.csv", category="Ablations", caption="../docs/report/ablations.rst"),
@@ -212,6 +213,7 @@ rule ablation_table:
         out_dir=lambda w, output: os.path.dirname(output.tidy),
         dpi=config["report"]["dpi"],
         edge_flag="" if AB_EDGE_METRICS else "--no-edge-metrics",
+        students=lambda w, input: " ".join(f"{v}={p}" for v, p in zip(AB_STUDENTS, input.students)),
     log:
         f"{LOGS}/ablations/table.log",
     benchmark:
@@ -224,5 +226,6 @@ rule ablation_table:
         ENV
     shell:
         "{params.te} report-ablations --cells {params.cells} --preset {params.preset} --metrics-dir {params.out_dir}/metrics "
-        "--teacher-dir {params.out_dir}/teacher {params.edge_flag} --dpi {params.dpi} --out-dir {params.out_dir} "
+        "--teacher-dir {params.out_dir}/teacher --students {params.students} {params.edge_flag} --dpi {params.dpi} "
+        "--out-dir {params.out_dir} "
         "> {log} 2>&1"

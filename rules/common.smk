@@ -72,6 +72,14 @@ def as_json(block):
     return json.dumps(block, sort_keys=True).replace("'", "'\\''")
 
 
+# ---- from rules/edges.smk
+
+
+def edge_model_input(wildcards):
+    """What an edge source loads besides the images: the verified HED weights (rule fetch_hed)."""
+    return [HED_RECORD] if wildcards.source == "hed" else []
+
+
 # ---- from rules/teacher.smk
 
 
@@ -126,6 +134,11 @@ def ablation_targets():
 def _ab_student(wildcards):
     """The student variant's directory: the run's own student for 'main', else the ablation's."""
     return SDIR if wildcards.source == "main" else f"{AB}/student/{wildcards.source}"
+
+
+def _ab_student_json(variant):
+    """model.json of a student variant ('main' = the run's own student)."""
+    return f"{SDIR}/model.json" if variant == "main" else f"{AB}/student/{variant}/model.json"
 
 
 def _ab_results(wildcards):

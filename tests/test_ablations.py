@@ -101,6 +101,26 @@ def test_table_builder(tmp_path):
     assert lat[0] == "grid,cell,variant,teacher_ms_per_image" and len(lat) == 3
 
 
+def test_student_cells_report_ssim_next_to_ap(tmp_path):
+    """The L_rec ablation reports SSIM(I, Î) beside AP, as the paper does (from each student's model.json)."""
+    cells = [{"grid": "rec_loss", "cell": "with_rec", "paper": "L_rec", "edges": "student", "variant": "main"},
+             {"grid": "rec_loss", "cell": "without_rec", "paper": "L_rec", "edges": "student", "variant": "s_1"}]
+    m = tmp_path / "metrics"
+    students = {}
+    for v, ap, ssim in (("main", 0.04, 0.81234), ("s_1", 0.03, 0.7)):
+        _write_metrics(m, v, "uis", {"AP": ap, "AP50": 0.1, "AR100": 0.2})
+        students[v] = tmp_path / f"{v}.json"
+        meta = {"val_metrics": {"val_ssim": ssim}, "training_data": {"val_ids": ["1", "2"]}}
+        students[v].write_text(json.dumps(meta))
+    tidy = build_ablation_report(cells, m, tmp_path / "teacher", tmp_path / "out", preset="embedded",
+                                 edge_metrics=False, students=students)
+    row = tidy[(tidy.cell == "with_rec") & (tidy.metric == "SSIM")]
+    assert float(row["value"].iloc[0]) == pytest.approx(0.81234) and row["task"].iloc[0] == "student"
+    md = (tmp_path / "out" / "ablations.md").read_text()
+    assert "| with_rec | student | `main` | 4.0 | 10.0 | 20.0 | – | – | – | 0.812 | – |" in md
+    assert "4 images." in md
+
+
 def test_missing_metrics_name_the_cell(tmp_path):
     cells = [{"grid": "g", "cell": "x", "paper": "", "edges": "teacher", "variant": "t9"}]
     with pytest.raises(Exception, match="g/x"):

@@ -63,10 +63,17 @@ def test_projection_arithmetic(monkeypatch):
     p = bench.projection({"rows": rows}, None, 5000, [10], 16)
     by = {s["stage"]: s for s in p["stages"]}
     assert by["proposals"]["cpu_hours"] == pytest.approx(50.0)
-    n_src = len(p["edge_sources"])
-    # every configured source at its own cost where measured, else the soft Sobel map's
-    assert by["score_edges"]["cpu_hours"] == pytest.approx((0.36 + 0.72 * (n_src - 1)) * 5000 / 3600, abs=0.01)
+    from trace_edges.edges import staged_sources
+
+    n_staged = len([s for s in p["edge_sources"] if s in staged_sources()])
+    # the measured sources at their own cost, the staged ones (teacher, student) at the soft Sobel
+    # map's; a configured source measured nowhere (e.g. hed here) is left out, not guessed
+    assert by["score_edges"]["cpu_hours"] == pytest.approx((0.72 + 0.36 + 0.72 * n_staged) * 5000 / 3600, abs=0.01)
+    assert set(by["score_edges"]["projected_from_sobel"]) == set(staged_sources()) & set(p["edge_sources"])
     assert "bgp" not in by                         # a stage that could not run is left out, not zero
+    rows.append({"stage": "edges", "source": "sobel", "cpu_s_per_image": 0.05, "peak_extra_mb": 10.0})
+    edges = {s["stage"]: s for s in bench.projection({"rows": rows}, None, 5000, [10], 16)["stages"]}["edges"]
+    assert set(edges["cpu_s_per_image"]) == {"sobel"}   # an unmeasured gradient source is not a Sobel
     assert p["gpu_hours_teacher"] == pytest.approx(5.0)
     cpu_h = p["cpu_hours_total"]
     assert p["one_machine"]["lower_h"] == pytest.approx(max(5.0, cpu_h / 16), abs=0.01)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from workflow_helpers import ROOT, clone_snapshot, make_snapshot, results_digest, snakemake
+from workflow_helpers import ROOT, clone_snapshot, make_snapshot, results_digest, seed_hed_weights, snakemake
 
 from trace_edges.config import load_workflow_config
 from trace_edges.edges import staged_sources
@@ -265,10 +265,12 @@ def _minutes(limit: str) -> int:
 @pytest.mark.slow
 @pytest.mark.e2e
 @pytest.mark.slurm
+@pytest.mark.pypi
 def test_slurm_profile_end_to_end_matches_local_run(slurm_cluster, tmp_path_factory, request):
     # the local run first (shared with test_workflow_e2e.py), then the same commit through SLURM
     local = request.getfixturevalue("embedded_run")
     wd = clone_snapshot(local.workdir, local.commit, tmp_path_factory.mktemp("slurm") / "project")
+    seed_hed_weights(request.getfixturevalue("hed_weights"), wd)   # ignored files: not in the clone
     # the profile as a user runs it, plus what this test cluster needs: squeue for job status (no
     # accounting daemon, so no sacct), quick status polls and short NFS waits (one local disk), and
     # no retries (a failure here is a bug, not a preempted node)

@@ -104,6 +104,21 @@ def test_load_edge_gts_on_coco_mini(coco_mini):
         load_edge_gts(ann / "panoptic_mini.json", ann / "panoptic_mini", image_ids=[1])
 
 
+def test_loaded_gt_thin_option_is_the_bsds_thinning(coco_mini):
+    """thin=True (the workflow's edge_gt.thin) is binary_thin of the raw map: a strict subset that
+    drops the staircase corners, with and without void boundaries."""
+    from pyEdgeEval.preprocess import binary_thin
+
+    ann = coco_mini / "annotations"
+    for void in (True, False):
+        kw = dict(image_ids=[6818], include_void=void)
+        raw = load_edge_gts(ann / "panoptic_mini.json", ann / "panoptic_mini", **kw)[6818]
+        thin = load_edge_gts(ann / "panoptic_mini.json", ann / "panoptic_mini", thin=True, **kw)[6818]
+        lazy = PanopticEdgeGT(ann / "panoptic_mini.json", ann / "panoptic_mini", thin=True, **kw)[6818]
+        assert np.array_equal(thin, binary_thin(raw).astype(bool)) and np.array_equal(lazy, thin)
+        assert 0 < thin.sum() < raw.sum() and not (thin & ~raw).any()
+
+
 def test_lazy_gt_mapping(coco_mini):
     ann = coco_mini / "annotations"
     lazy = PanopticEdgeGT(ann / "panoptic_mini.json", ann / "panoptic_mini")

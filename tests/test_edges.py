@@ -31,20 +31,20 @@ def crop(coco_mini) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------- registry
 def test_registry_lists_builtin_sources():
-    assert {"sobel", "canny"} <= set(available_sources())
+    assert {"sobel", "canny", "hed", "oracle_gt"} <= set(available_sources())
     assert available_sources() == sorted(available_sources())
 
 
 def test_unknown_source_and_unknown_param_are_config_errors():
     with pytest.raises(ConfigError, match="unknown edge source"):
-        get_edge_source("hed")
+        get_edge_source("pidinet")
     with pytest.raises(ConfigError, match="unknown parameter"):
         get_edge_source("sobel", {"sigma": 1.0, "radius": 3})
     with pytest.raises(ConfigError, match="low_threshold"):
         get_edge_source("canny", {"low_threshold": 0.5, "high_threshold": 0.2})
 
 
-@pytest.mark.parametrize("name", ["sobel", "canny"])
+@pytest.mark.parametrize("name", ["sobel", "canny", "hed", "oracle_gt"])
 def test_defaults_equal_schema_defaults(name):
     schema = yaml.safe_load(SCHEMA.read_text())
     block = schema["$defs"]["edges"]["properties"][name]["properties"]
@@ -126,6 +126,39 @@ def test_sobel_is_not_per_image_normalised():
     ss = get_edge_source("sobel").compute(strong).max()
     assert ss == pytest.approx(sw * 255 / 10, rel=1e-3)  # linear in contrast
     assert ss < 1.0
+
+
+def test_soft_canny_is_the_nms_magnitude_on_the_binary_edges(crop):
+    """output: soft keeps exactly the binary Canny pixels and gives each its gradient magnitude / 2 sqrt(5)."""
+    params = {"low_threshold": 0.1, "high_threshold": 0.2}
+    binary = get_edge_source("canny", params).compute(crop)
+    soft = get_edge_source("canny", {**params, "output": "soft"}).compute(crop)
+    assert np.array_equal(soft > 0, binary > 0) and binary.sum() > 50
+    assert np.unique(soft).size > 20  # a strength, not a second binary map
+    # every kept pixel clears the low threshold; every 8-connected chain holds one above the high one
+    low, high = (v / SOBEL_MAX_MAGNITUDE for v in (params["low_threshold"], params["high_threshold"]))
+    assert soft[soft > 0].min() >= low - 1e-6
+    labels, n = ndi.label(soft > 0, structure=np.ones((3, 3), bool))
+    assert np.all(ndi.maximum(soft, labels, index=np.arange(1, n + 1)) >= high - 1e-6)
+
+
+def test_soft_canny_step_edge_has_the_closed_form_magnitude():
+    """A vertical step of contrast c without smoothing: Sobel gives |gx| = 4c on the two columns at
+    the step, so the soft value is 4c / (2 sqrt 5) on whichever column Canny keeps."""
+    c = 100 / 255
+    img = np.zeros((32, 32, 3), np.uint8)
+    img[:, 16:] = 100
+    soft = get_edge_source("canny", {"sigma": 0, "output": "soft"}).compute(img)
+    binary = get_edge_source("canny", {"sigma": 0}).compute(img)
+    assert np.array_equal(soft > 0, binary > 0)
+    rows = soft[2:-2]
+    assert np.all((rows > 0).sum(axis=1) >= 1) and not rows[:, :15].any() and not rows[:, 17:].any()
+    assert rows[rows > 0] == pytest.approx(4 * c / SOBEL_MAX_MAGNITUDE, abs=1e-6)
+
+
+def test_canny_output_is_validated():
+    with pytest.raises(ConfigError, match="output"):
+        get_edge_source("canny", {"output": "grey"})
 
 
 # -------------------------------------------------------------------------------------- store

@@ -67,6 +67,40 @@ def test_image_counts_equal_pyedgeeval_path(real_crop, monkeypatch, case, thinni
         assert np.array_equal(a, b)
 
 
+@pytest.mark.parametrize("pred_kind,gt_kind,max_dist,nms", [
+    ("canny_soft", "thin", 0.0075, False),
+    ("canny_soft", "thin", 0.0075, True),
+    ("sobel", "thin", 0.0075, True),
+    ("sobel", "raw", 0.003, True),
+    ("sobel", "no_void_crowd", 0.0075, True),
+    ("canny_soft", "no_void_crowd", 0.003, False),
+    ("canny", "raw", 0.002, False),
+])
+def test_protocol_options_equal_pyedgeeval_path(coco_mini, monkeypatch, pred_kind, gt_kind, max_dist, nms):
+    """Every protocol option of docs/edges.md §7 (soft Canny, GT thinned / raw / without void and
+    crowd boundaries, tighter max_dist, NMS on/off) == pyEdgeEval's evaluate_boundaries_threshold
+    with its own fast_nms (r=1, s=5, m=1.01), both with the seeded matcher."""
+    ebt = importlib.import_module("pyEdgeEval.common.binary_label.evaluate_boundaries")
+    monkeypatch.setattr(ebt, "correspond_pixels",
+                        lambda p, g, max_dist: me.correspond_pixels(p, g, max_dist))
+    box = (slice(200, 280), slice(80, 200))  # a crop with boundaries between two labelled segments
+    rgb = load_rgb(coco_mini / "images" / f"{IMAGE_ID:012d}.jpg")
+    name, params = {"canny_soft": ("canny", {"output": "soft"})}.get(pred_kind, (pred_kind, {}))
+    pred = get_edge_source(name, params).compute(rgb)[box]
+    assert np.unique(pred).size > (10 if pred_kind != "canny" else 1)
+    ann = coco_mini / "annotations"
+    kw = {"thin": dict(thin=True), "raw": {},
+          "no_void_crowd": dict(thin=True, include_void=False, include_crowd=False)}[gt_kind]
+    gt = load_edge_gts(ann / "panoptic_mini.json", ann / "panoptic_mini", image_ids=[IMAGE_ID], **kw)[IMAGE_ID][box]
+    thr = threshold_grid(13)
+    ours = image_counts(pred, gt, 13, max_dist=max_dist, apply_thinning=True, apply_nms=nms)
+    ref = ebt.evaluate_boundaries_threshold(thr, pred.astype(np.float64), gt, max_dist=max_dist,
+                                            apply_thinning=True, apply_nms=nms)
+    for a, b in zip(ours, ref):
+        assert np.array_equal(a, b)
+    assert ours[0].max() > 0  # something matched
+
+
 def _thin_cases():
     from scipy import ndimage as ndi
 
@@ -342,7 +376,7 @@ def compare_matchers(preds: dict, gts: dict, thresholds: int) -> dict:
     """ODS/OIS/AP and per-image counts of both matchers; how many image-threshold pairs differ."""
     fast = evaluate_edges(preds, gts, thresholds=thresholds, matcher="fast")
     ref = evaluate_edges(preds, gts, thresholds=thresholds, matcher="reference")
-    differ, pairs, pixels = 0, 0, 0
+    differ, pairs, pixels, fewer = 0, 0, 0, 0
     for i in gts:
         a = image_counts(preds[i], gts[i], thresholds, matcher="fast")
         b = image_counts(preds[i], gts[i], thresholds, matcher="reference")
@@ -351,8 +385,9 @@ def compare_matchers(preds: dict, gts: dict, thresholds: int) -> dict:
         differ += int(d.sum())
         pairs += d.size
         pixels = max(pixels, int(np.abs(a[0] - b[0]).max()))
+        fewer += int((a[0] < b[0]).sum())
     gaps = {k: abs(fast[k] - ref[k]) for k in ("ODS", "OIS", "AP")}
-    return {"gaps": gaps, "differ": differ, "pairs": pairs, "max_pixels": pixels}
+    return {"gaps": gaps, "differ": differ, "pairs": pairs, "max_pixels": pixels, "fast_fewer": fewer}
 
 
 @pytest.mark.parametrize("kind", ["sobel_nms", "sobel", "canny"])
@@ -371,7 +406,13 @@ def test_fast_matcher_agrees_with_reference_on_a_crop(real_crop, kind, record_pr
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sobel_nms", "canny"])
 def test_fast_matcher_agrees_with_reference_on_coco_mini(coco_mini, kind, record_property):
-    """Slow tier: 8 full coco_mini images (soft Sobel after NMS; binary Canny), 33 thresholds."""
+    """Slow tier: 8 full coco_mini images (soft Sobel after NMS; binary Canny), 33 thresholds.
+
+    On full images the BSDS matcher's random sparse outlier graph leaves it a few pairs short of
+    the optimum on some image-thresholds (the fast matcher finds that optimum), so the counts
+    differ, always in the fast matcher's favour; the gap in ODS/OIS/AP is of the order of 1e-4
+    (measured on all 16 images at 99 thresholds by benchmarks/bench_edge_scoring.py: up to
+    2.0e-4, docs/edges.md §5). The bound here guards that order of magnitude."""
     from trace_edges.metrics.edges import bsds_thin, edge_nms
 
     ann = coco_mini / "annotations"
@@ -386,5 +427,8 @@ def test_fast_matcher_agrees_with_reference_on_coco_mini(coco_mini, kind, record
     res = compare_matchers(preds, gts, 33)
     print(kind, res)
     record_property(f"matcher_diff_{kind}", res)
-    assert max(res["gaps"].values()) <= 1e-4
-    assert res["differ"] < res["pairs"]
+    assert max(res["gaps"].values()) <= 5e-4
+    # the reference's matching is a feasible one of the fast matcher's problem (never cheaper);
+    # with the outlier cost ~100x any pair's weight, it has never had more pairs either
+    assert res["fast_fewer"] == 0
+    assert res["max_pixels"] <= 10

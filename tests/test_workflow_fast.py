@@ -2,8 +2,9 @@
 
 `snakemake --cores 2 --configfile config.yaml tests/configs/fast.yaml` in a temporary copy of the
 project (tests/workflow_helpers.make_snapshot): every stage of the embedded default (data,
-Sobel/Canny, the tiny-SD3 teacher in two trajectory shards, the student, proposals, BGP, WPS, scoring,
-tables, figures, paper_vs_ours) on 2 images, 1 student epoch, 5 BSDS thresholds, no ablation grids;
+Sobel/Canny, the ORACLE GT edges, the tiny-SD3 teacher in two trajectory shards, the student,
+proposals, BGP, WPS, scoring, tables, figures, paper_vs_ours; not HED, whose weights come from the
+package index) on 2 images, 1 student epoch, 5 BSDS thresholds, no ablation grids;
 a few minutes on 2 cores. Its outputs go under results/fast/ (`preset: fast`).
 
 The full embedded run and what is checked on it (DVC flow, audit, ablation cells, determinism) is
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.e2e
 OVERLAY = "tests/configs/fast.yaml"
 CONFIG = ["--configfile", "config.yaml", OVERLAY]
 R = Path("results/fast")
-EDGE_SOURCES = ("sobel", "canny", "trace_teacher", "trace_student")
+EDGE_SOURCES = ("sobel", "canny", "oracle_gt", "trace_teacher", "trace_student")   # hed: not offline
 SOURCES = ("none", *EDGE_SOURCES)
 
 
@@ -182,7 +183,8 @@ def test_changing_a_teacher_key_reruns_the_trajectory(workdir, tmp_path):
     assert "rule prepare:" not in out and "rule edges:" not in out
 
 
-SHARD_RULES = {"edges_shard": 2 * 2, "proposals_shard": 2, "bgp_shard": 2 * len(EDGE_SOURCES),
+GRADIENT = [s for s in EDGE_SOURCES if s not in ("trace_teacher", "trace_student")]   # rule `edges`
+SHARD_RULES = {"edges_shard": 2 * len(GRADIENT), "proposals_shard": 2, "bgp_shard": 2 * len(EDGE_SOURCES),
                "wps_shard": 2 * len(SOURCES), "score_edges_shard": 2 * len(EDGE_SOURCES)}
 
 
@@ -196,7 +198,7 @@ def test_sharded_stages_give_the_unsharded_metrics(workdir, tmp_path):
     shutil.copytree(workdir, wd, symlinks=True)
     before = {p.relative_to(wd / R / "metrics"): json.loads(p.read_text())
               for p in (wd / R / "metrics").rglob("*.json")}
-    for rel in ("edges/sobel", "edges/canny", "proposals", "bgp", "wps", "metrics"):
+    for rel in (*(f"edges/{s}" for s in GRADIENT), "proposals", "bgp", "wps", "metrics"):
         shutil.rmtree(wd / R / rel)
     res = snakemake(["--cores", "2", *CONFIG, "tests/configs/fast_sharded.yaml"], wd, timeout=1200)
     out = res.stdout + res.stderr

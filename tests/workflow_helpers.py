@@ -127,3 +127,13 @@ def results_digest(wd: Path, preset: str = "embedded") -> dict[str, str]:
     if (wd / "build").is_dir():
         out.update({f"build/{k}": v for k, v in digest_tree(wd / "build", skip=()).items()})
     return out
+
+
+def seed_hed_weights(weights: Path, project: Path) -> None:
+    """Put the verified weights where a copy of the project's workflow looks for them: its fetch_hed
+    rule then only re-verifies them (no network), as in a checkout that fetched them once."""
+    from trace_edges.edges import hed_fetch
+
+    dest = project / hed_fetch.DEFAULT_WEIGHTS
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(weights, dest)

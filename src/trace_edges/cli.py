@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "download",
     "prepare",
     "edges",
+    "hed",
     "teacher",
     "teacher_figures",
     "student",

@@ -51,6 +51,8 @@ STAGE_ENTRIES: dict[str, tuple[str, ...]] = {
     "prepare": ("commands.prepare",),
     "download": ("commands.download",),
     "edges": ("commands.edges",),
+    # the HED weights (rule fetch_hed): its output is a record, so a rerun re-verifies, never re-fetches
+    "fetch_hed": ("commands.hed",),
     "proposals": ("commands.proposals:run",),
     "bgp": ("commands.bgp",),
     "wps": ("commands.wps",),

@@ -60,6 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", required=True)
     p.add_argument("--metrics-dir", required=True, help="ablations/metrics (uis/<variant>.json, edges/<variant>.json)")
     p.add_argument("--teacher-dir", required=True, help="ablations/teacher (<variant>/latency_0.json)")
+    p.add_argument("--students", nargs="*", default=[], metavar="VARIANT=MODEL_JSON",
+                   help="student variants' model.json (their SSIM(I, Î) joins the student cells)")
     p.add_argument("--no-edge-metrics", action="store_true",
                    help="cells have UIS metrics only (ablations.edge_metrics)")
     p.add_argument("--dpi", type=int, default=150)
@@ -141,7 +143,7 @@ def run_ablations(args: argparse.Namespace) -> None:
     except json.JSONDecodeError as exc:
         raise ConfigError(f"--cells is not valid JSON ({exc})") from exc
     build_ablation_report(cells, args.metrics_dir, args.teacher_dir, args.out_dir, preset=args.preset, dpi=args.dpi,
-                          edge_metrics=not args.no_edge_metrics)
+                          edge_metrics=not args.no_edge_metrics, students=_kv(args.students))
 
 
 def run_paper_vs_ours(args: argparse.Namespace) -> None:

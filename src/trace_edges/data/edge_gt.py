@@ -76,16 +76,19 @@ class PanopticEdgeGT(Mapping[int, np.ndarray]):
 
     Each map is computed from its PNG when accessed (nothing is cached), so evaluating all of
     COCO val never holds every GT map in memory. ``image_ids`` restricts (and orders) the images;
-    an id without a panoptic annotation raises :class:`DataError` at construction.
+    an id without a panoptic annotation raises :class:`DataError` at construction. ``include_void``,
+    ``include_crowd`` and ``thin`` are those of :func:`edge_gt_from_panoptic` (the workflow's
+    ``edge_gt`` block; ``thin`` defaults to False here, like the function, and to true there).
     """
 
     def __init__(self, panoptic_json: str | Path, panoptic_dir: str | Path, *,
                  image_ids: Iterable[int] | None = None, include_void: bool = True,
-                 include_crowd: bool = True):
+                 include_crowd: bool = True, thin: bool = False):
         self.panoptic_json = Path(panoptic_json)
         self.panoptic_dir = Path(panoptic_dir)
         self.include_void = bool(include_void)
         self.include_crowd = bool(include_crowd)
+        self.thin = bool(thin)
         data = read_json(self.panoptic_json, what="panoptic annotation file")
         self._anns = {int(a["image_id"]): a for a in data.get("annotations", [])}
         self._sizes = {int(im["id"]): (int(im["height"]), int(im["width"]))
@@ -113,7 +116,7 @@ class PanopticEdgeGT(Mapping[int, np.ndarray]):
                             f"{self._sizes[key]}", path=png, fix="restore the original PNG")
         return edge_gt_from_panoptic(
             ids, crowd_ids=crowd_ids_of(ann.get("segments_info", [])),
-            include_void=self.include_void, include_crowd=self.include_crowd)
+            include_void=self.include_void, include_crowd=self.include_crowd, thin=self.thin)
 
     def __iter__(self) -> Iterator[int]:
         return iter(self._ids)
@@ -130,7 +133,7 @@ class PanopticEdgeGT(Mapping[int, np.ndarray]):
 
 def load_edge_gts(panoptic_json: str | Path, panoptic_dir: str | Path, *,
                   image_ids: Iterable[int] | None = None, include_void: bool = True,
-                  include_crowd: bool = True) -> dict[int, np.ndarray]:
+                  include_crowd: bool = True, thin: bool = False) -> dict[int, np.ndarray]:
     """Edge GT of every (or each listed) image of a COCO panoptic annotation file, in memory.
 
     Returns ``{image_id: bool[H, W]}``; a listed id without a panoptic annotation, or a PNG whose
@@ -138,5 +141,5 @@ def load_edge_gts(panoptic_json: str | Path, panoptic_dir: str | Path, *,
     the lazy :class:`PanopticEdgeGT`.
     """
     lazy = PanopticEdgeGT(panoptic_json, panoptic_dir, image_ids=image_ids,
-                          include_void=include_void, include_crowd=include_crowd)
+                          include_void=include_void, include_crowd=include_crowd, thin=thin)
     return {i: lazy[i] for i in lazy}

@@ -32,6 +32,9 @@ class EdgeSource(ABC):
     name: ClassVar[str] = ""
     #: parameter defaults; must equal the defaults of ``edges.<name>`` in the config schema
     DEFAULTS: ClassVar[Mapping[str, Any]] = {}
+    #: reads each image's ground truth instead of (only) its pixels (the ORACLE source): refused on
+    #: a dataset without GT; the registry records the same flag (``SourceEntry.needs_gt``)
+    needs_ground_truth: ClassVar[bool] = False
 
     def __init__(self, params: Mapping[str, Any] | None = None):
         params = dict(params or {})
@@ -74,6 +77,18 @@ class EdgeSource(ABC):
             raise RuntimeError(f"edge source {self.name!r} returned values in [{lo}, {hi}], "
                                "expected [0, 1]")
         return np.clip(out, 0.0, 1.0, out=out)
+
+    def compute_record(self, rec: Mapping[str, Any]) -> np.ndarray:
+        """Edge map of one data-manifest record (what the edges stage calls): by default
+        :meth:`compute` on the image file's pixels; a source reading the GT overrides it."""
+        from trace_edges.data.images import load_rgb
+
+        return self.compute(load_rgb(rec["file"]))
+
+    def record_key(self, rec: Mapping[str, Any]) -> Any:
+        """What identifies the inputs of :meth:`compute_record` (part of the per-image cache key):
+        the image's sha256 from the data manifest."""
+        return rec.get("sha256")
 
     def describe(self) -> dict[str, Any]:
         """What produced the maps, for provenance: source name and full parameter set.

@@ -57,14 +57,21 @@ class SobelSource(EdgeSource):
 
 
 class CannySource(EdgeSource):
-    """scikit-image Canny on the luminance; a binary map (1.0 on edge pixels, else 0.0).
+    """scikit-image Canny on the luminance.
 
     Thresholds apply to the Sobel magnitude of the smoothed luminance in [0, 1] (range
     [0, :data:`SOBEL_MAX_MAGNITUDE`]), or are quantiles of it when ``use_quantiles``.
+
+    ``output``: ``binary`` (default) = 1.0 on Canny's edge pixels, else 0.0; ``soft`` = on the
+    same pixels, the gradient magnitude Canny thresholded (after its non-maximum suppression,
+    kept by its hysteresis) divided by :data:`SOBEL_MAX_MAGNITUDE`, else 0.0 (the BSDS way of
+    giving a gradient detector a strength to sweep: a threshold t on it keeps the Canny edges
+    whose magnitude is at least t * 2 sqrt(5)).
     """
 
     name = "canny"
-    DEFAULTS = {"sigma": 2.0, "low_threshold": 0.1, "high_threshold": 0.2, "use_quantiles": False}
+    DEFAULTS = {"sigma": 2.0, "low_threshold": 0.1, "high_threshold": 0.2, "use_quantiles": False,
+                "output": "binary"}
 
     def _check_params(self, params: Mapping[str, Any]) -> None:
         for key in ("sigma", "low_threshold", "high_threshold"):
@@ -77,11 +84,29 @@ class CannySource(EdgeSource):
                 f"({params['high_threshold']})", fix="set low_threshold <= high_threshold")
         if params["use_quantiles"] and params["high_threshold"] > 1:
             raise ConfigError("edges.canny thresholds are quantiles (use_quantiles) and must be <= 1")
+        if params["output"] not in ("binary", "soft"):
+            raise ConfigError(f"edges.canny.output must be 'binary' or 'soft', got {params['output']!r}")
 
     def _compute(self, rgb: np.ndarray) -> np.ndarray:
         p = self.params
+        gray = to_gray(rgb)
         edges = feature.canny(
-            to_gray(rgb), sigma=float(p["sigma"]), low_threshold=float(p["low_threshold"]),
+            gray, sigma=float(p["sigma"]), low_threshold=float(p["low_threshold"]),
             high_threshold=float(p["high_threshold"]), use_quantiles=bool(p["use_quantiles"]),
         )
-        return edges.astype(np.float32)
+        if p["output"] == "binary":
+            return edges.astype(np.float32)
+        mag = canny_magnitude(gray, float(p["sigma"]))
+        return np.where(edges, np.clip(mag / SOBEL_MAX_MAGNITUDE, 0.0, 1.0), 0.0).astype(np.float32)
+
+
+def canny_magnitude(gray: np.ndarray, sigma: float) -> np.ndarray:
+    """The gradient magnitude ``feature.canny`` thresholds (skimage 0.26: its own masked Gaussian
+    ``_preprocess`` with mode 'constant', then ``ndi.sobel`` on each axis); range [0, 2 sqrt(5)].
+
+    Uses skimage's private ``_preprocess`` so the magnitude is exactly Canny's; ``tests/test_edges.py``
+    checks it against a closed form and that every soft Canny pixel clears the low threshold."""
+    from skimage.feature._canny import _preprocess
+
+    smoothed, _ = _preprocess(gray, None, sigma, "constant", 0.0)
+    return np.hypot(ndi.sobel(smoothed, axis=0), ndi.sobel(smoothed, axis=1))

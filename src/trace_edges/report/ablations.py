@@ -1,8 +1,10 @@
 """Ablation grids -> one tidy CSV, a Markdown table per grid, the teacher latencies and a figure.
 
 Inputs: the cell list (``trace_edges.ablations.cells_json``), the per-variant metrics written by
-the ablation scoring rules (``metrics/uis/<variant>.json``, ``metrics/edges/<variant>.json``) and
-the teacher variants' ``latency_0.json`` (written by their one trajectory shard). Timings are
+the ablation scoring rules (``metrics/uis/<variant>.json``, ``metrics/edges/<variant>.json``),
+the student variants' ``model.json`` (their reconstruction SSIM(I, Î) on the held-out training
+images, reported next to AP as the paper's L_rec ablation does) and the teacher variants'
+``latency_0.json`` (written by their one trajectory shard). Timings are
 kept out of the tidy CSV (which is deterministic) and go to ``ablations_latency.csv``.
 """
 
@@ -18,17 +20,32 @@ from trace_edges.io import atomic_path, read_json, write_text
 
 UIS_METRICS = ("AP", "AP50", "AR100")
 EDGE_METRICS = ("ODS", "OIS", "clDice")
+#: from a student cell's model.json: SSIM(I, Î) on its validation images (in [0, 1], not ×100)
+STUDENT_METRICS = ("SSIM",)
 TIDY_COLUMNS = ("preset", "grid", "paper", "cell", "edges", "variant", "dataset", "num_images", "task", "metric",
                 "value")
 
 
+def student_rows(c: Mapping[str, Any], model_json: str | Path, preset: str) -> list[dict[str, Any]]:
+    """The SSIM row of a student cell from its ``model.json`` (``val_metrics.val_ssim``)."""
+    meta = read_json(model_json, what=f"student model.json of cell {c['grid']}/{c['cell']}")
+    v = (meta.get("val_metrics") or {}).get("val_ssim")
+    return [{"preset": preset, "grid": c["grid"], "paper": c.get("paper", ""), "cell": c["cell"], "edges": c["edges"],
+             "variant": c["variant"], "dataset": "student_val",
+             "num_images": len((meta.get("training_data") or {}).get("val_ids") or []), "task": "student",
+             "metric": "SSIM", "value": None if v is None else float(v)}]
+
+
 def tidy_rows(cells: Sequence[Mapping[str, Any]], metrics_dir: str | Path, preset: str, *,
-              edge_metrics: bool = True) -> pd.DataFrame:
+              edge_metrics: bool = True, students: Mapping[str, str | Path] | None = None) -> pd.DataFrame:
     """One row per (cell, metric). A cell without edges (or every cell, without ``edge_metrics``)
-    has UIS metrics only."""
+    has UIS metrics only; a student cell whose variant is in ``students`` (variant -> model.json)
+    also has its SSIM."""
     metrics_dir = Path(metrics_dir)
     rows = []
     for c in cells:
+        if c["edges"] == "student" and students and c["variant"] in students:
+            rows += student_rows(c, students[c["variant"]], preset)
         files = [("uis", metrics_dir / "uis" / f"{c['variant']}.json", UIS_METRICS)]
         if c["edges"] != "none" and edge_metrics:
             files.append(("edges", metrics_dir / "edges" / f"{c['variant']}.json", EDGE_METRICS))
@@ -58,22 +75,29 @@ def latency_rows(cells: Sequence[Mapping[str, Any]], teacher_dir: str | Path) ->
 
 def grid_markdown(tidy: pd.DataFrame, latency: pd.DataFrame, *, preset: str) -> str:
     cols = [m for m in UIS_METRICS + EDGE_METRICS]
+    ssim_on = bool((tidy["metric"] == "SSIM").any())
     lines = [f"# Ablations — preset `{preset}`", "",
              "> Every cell runs on the same ablation images (first `ablations.max_images`); UIS = the base "
              "proposals refined by BGP with the cell's edges, scored class-agnostically (pycocotools); edges "
              "scored against the instance-edge GT. All numbers ×100; teacher latency in ms/image on this "
-             "machine (not deterministic, kept out of ablations_tidy.csv).", ""]
+             "machine (not deterministic, kept out of ablations_tidy.csv)."
+             + (" SSIM = SSIM(I, Î) of the student's reconstruction on its held-out training images, in [0, 1] "
+                "(the paper's L_rec ablation)." if ssim_on else ""), ""]
     lat = {(r.grid, r.cell): r.teacher_ms_per_image for r in latency.itertuples()}
     for grid, sub in tidy.groupby("grid", sort=False):
         paper = sub["paper"].iloc[0]
-        n = int(sub["num_images"].iloc[0])
+        n = int(sub[sub.task != "student"]["num_images"].iloc[0])
         lines += [f"## {grid}" + (f" — {paper}" if paper else ""), "", f"{n} images.", ""]
-        lines.append("| cell | edges | variant | " + " | ".join(cols) + " | teacher ms/img |")
-        lines.append("|---|---|---|" + "---|" * (len(cols) + 1))
+        lines.append("| cell | edges | variant | " + " | ".join(cols) + (" | SSIM" if ssim_on else "")
+                     + " | teacher ms/img |")
+        lines.append("|---|---|---|" + "---|" * (len(cols) + 1 + ssim_on))
         for cell, cs in sub.groupby("cell", sort=False):
             vals = {r.metric: r.value for r in cs.itertuples()}
             cells_txt = ["–" if vals.get(m) is None or pd.isna(vals.get(m)) else f"{100 * vals[m]:.1f}"
                          for m in cols]
+            if ssim_on:
+                s = vals.get("SSIM")
+                cells_txt.append("–" if s is None or pd.isna(s) else f"{s:.3f}")
             ms = lat.get((grid, cell))
             lines.append(f"| {cell} | {cs['edges'].iloc[0]} | `{cs['variant'].iloc[0]}` | " + " | ".join(cells_txt)
                          + f" | {'–' if ms is None else f'{ms:.0f}'} |")
@@ -125,9 +149,9 @@ def ablation_figure(tidy: pd.DataFrame, out_png: str | Path, out_pdf: str | Path
 
 def build_ablation_report(cells: Sequence[Mapping[str, Any]], metrics_dir: str | Path, teacher_dir: str | Path,
                           out_dir: str | Path, *, preset: str, dpi: int = 150,
-                          edge_metrics: bool = True) -> pd.DataFrame:
+                          edge_metrics: bool = True, students: Mapping[str, str | Path] | None = None) -> pd.DataFrame:
     out_dir = Path(out_dir)
-    tidy = tidy_rows(cells, metrics_dir, preset, edge_metrics=edge_metrics)
+    tidy = tidy_rows(cells, metrics_dir, preset, edge_metrics=edge_metrics, students=students)
     latency = latency_rows(cells, teacher_dir)
     with atomic_path(out_dir / "ablations_tidy.csv") as tmp:
         tidy.to_csv(tmp, index=False, float_format="%.6f")
@@ -138,4 +162,4 @@ def build_ablation_report(cells: Sequence[Mapping[str, Any]], metrics_dir: str |
     return tidy
 
 
-__all__ = ["build_ablation_report", "grid_markdown", "latency_rows", "tidy_rows"]
+__all__ = ["build_ablation_report", "grid_markdown", "latency_rows", "student_rows", "tidy_rows"]

@@ -160,7 +160,7 @@ def assess(entry: Mapping[str, Any], facts: RunFacts) -> dict[str, Any]:
 def _fmt(v: float | None, metric: str) -> str:
     if v is None:
         return "–"
-    digits = 3 if metric in ("ODS", "OIS", "clDice") else 0 if metric == "ms/img" else 1
+    digits = 3 if metric in ("ODS", "OIS", "clDice", "SSIM") else 0 if metric == "ms/img" else 1
     text = f"{v:.{digits}f}"
     if float(text) == 0.0:
         text = text.lstrip("-")  # a value that rounds to zero prints without a sign ("-0.0" -> "0.0")
@@ -184,7 +184,7 @@ def render(entries: Sequence[Mapping[str, Any]], facts: RunFacts, *, provenance:
         "(tests the machinery, not the claim); **needs the paper preset** = the command that measures it is "
         f"given (`{PAPER_COMMAND}`); **not reproducible here** = the pipeline part is not in this project.",
         "",
-        "AP/AR/PQ ×100; ODS/OIS/clDice in [0, 1]; latency ms/image.",
+        "AP/AR/PQ ×100; ODS/OIS/clDice/SSIM in [0, 1]; latency ms/image.",
         "",
     ]
     counts: dict[str, int] = {}

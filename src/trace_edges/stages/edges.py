@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from trace_edges import provenance
-from trace_edges.data.manifest import load_manifest
-from trace_edges.data.images import load_rgb
+from trace_edges.data.manifest import load_manifest, require_ground_truth
 from trace_edges.edges import get_edge_source
 from trace_edges.edges.store import edge_map_filename, save_edge_map, write_manifest
 from trace_edges.stages._loop import run_items
@@ -30,14 +29,17 @@ def run_edges(source: str, params: Mapping[str, Any], manifest_path: str | Path,
         stage_params = read_shard_files(gather, manifest["images"], stage=f"edges:{source}")[0]["params"]
     else:
         detector = get_edge_source(source, block)
+        if detector.needs_ground_truth:  # the ORACLE source: its maps are the GT itself
+            require_ground_truth(manifest, manifest_path, f"edge source {source!r} (ORACLE)")
         stage_params = detector.describe()
         images = shard.images(manifest["images"]) if shard else manifest["images"]
 
         def work(rec):
-            save_edge_map(out_file(rec), detector.compute(load_rgb(rec["file"])))
+            save_edge_map(out_file(rec), detector.compute_record(rec))
 
         run_items(images, stage="edges", params=stage_params, out_dir=out_dir,
-                  outputs=lambda rec: [out_file(rec)], work=work, desc=f"edges:{source}")
+                  outputs=lambda rec: [out_file(rec)], work=work, key_parts=detector.record_key,
+                  desc=f"edges:{source}")
         if shard:
             shard.write(stage=f"edges:{source}", images=images, params=stage_params)
             return None

@@ -7,7 +7,10 @@ One forward pass of the denoiser at t = 0 on the clean latent X_0 = E(I) gives
   or the **denoiser output** at t = 0 (``features``: ε or v on the latent grid, Fig. 4b);
 * Ê = tanh(upsample(G(H))) ∈ [-1, 1]^{R×R} at the training resolution R;
 * for the reconstruction loss, Î = D(x̂_0), the frozen VAE decoding of the model's clean-latent
-  estimate (flow: x̂_0 = x_t − σ(t)·v; ε models: the DDIM estimate (x_t − √(1−ᾱ_t)·ε)/√ᾱ_t).
+  estimate from a SECOND pass at a sampled t > 0 on x_t = q(x_t | X_0, noise) (flow:
+  x̂_0 = x_t − σ(t)·v; ε models: the DDIM estimate (x_t − √(1−ᾱ_t)·ε)/√ᾱ_t). At t = 0 the model
+  output enters x̂_0 only through σ(0) ≈ 0.003 (SD3), so L_rec would barely reach the LoRA
+  (docs/decisions.md, benchmarks/bench_lrec_gradient.py).
 
 Only the LoRA adapters (``peft``) and G are trainable; the base denoiser and the VAE stay frozen
 (their weights are never touched). The text encoders were already released by the backbone
@@ -55,7 +58,7 @@ class EdgeDecoder(nn.Module):
     bilinear upsample to the training image size and ``tanh``: Ê ∈ [-1, 1]. ``layers = 1`` is a
     single 3×3 conv from the input channels to 1."""
 
-    def __init__(self, in_channels: int, hidden: int = 32, layers: int = 2):
+    def __init__(self, in_channels: int, hidden: int = 32, layers: int = 1):
         super().__init__()
         if layers < 1 or hidden < 1 or in_channels < 1:
             raise ConfigError(f"edge decoder: need layers >= 1, hidden >= 1, in_channels >= 1; got "
@@ -185,6 +188,26 @@ class StudentOutput:
     model_out: torch.Tensor            # ε / v at t = 0 [1, C, h, w]
 
 
+def draw_reconstruction(t_range: Sequence[int], latent_shape: Sequence[int],
+                        generator: torch.Generator | None = None) -> tuple[int, torch.Tensor]:
+    """(t, noise) of one reconstruction: t ~ U{lo..hi} (inclusive), noise ~ N(0, I) of the latent's
+    shape, both on the CPU from ``generator`` (the global torch RNG when None)."""
+    lo, hi = (int(v) for v in t_range)
+    if not 0 <= lo <= hi:
+        raise ConfigError(f"student.loss.rec_t must be [lo, hi] with 0 <= lo <= hi, got {list(t_range)}")
+    t = int(torch.randint(lo, hi + 1, (1,), generator=generator)) if hi > lo else lo
+    return t, torch.randn(tuple(latent_shape), generator=generator, dtype=torch.float32)
+
+
+def seeded_reconstruction(t_range: Sequence[int], latent_shape: Sequence[int], key: str) -> tuple[int, torch.Tensor]:
+    """A fixed (t, noise) per ``key`` (an image id), the same in every epoch, run and ablation cell
+    (validation: L_rec and SSIM(I, Î) compare across epochs and students)."""
+    import hashlib
+
+    g = torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(str(key).encode()).digest()[:8], "little"))
+    return draw_reconstruction(t_range, latent_shape, g)
+
+
 class StudentModel(nn.Module):
     """Backbone (frozen) + LoRA adapters + edge decoder. ``params`` is the validated ``student`` block.
 
@@ -279,8 +302,12 @@ class StudentModel(nn.Module):
                 "resolution": self.size[0]}
 
     # ------------------------------------------------------------------ forward
-    def forward(self, x0: torch.Tensor, *, reconstruct: bool = True) -> StudentOutput:  # noqa: D401
-        """One denoiser pass at t = 0 on the clean latent ``x0 [1, C, h, w]`` -> Ê (and Î)."""
+    def forward(self, x0: torch.Tensor, *, reconstruct: bool = True,
+                rec: tuple[int, torch.Tensor] | None = None) -> StudentOutput:  # noqa: D401
+        """One denoiser pass at t = 0 on the clean latent ``x0 [1, C, h, w]`` -> Ê; with
+        ``reconstruct``, Î = D(x̂_0) from a second pass at ``rec = (t, noise)`` on
+        x_t = add_noise(x0, noise, t) (:func:`draw_reconstruction`). ``rec`` None or t = 0: Î from the
+        t = 0 pass itself (x̂_0 = x0 − σ(0)·v: the literal reading, whose LoRA gradient is ∝ σ(0))."""
         bb = self.backbone
         x0 = x0.to(bb.device, torch.float32)
         if self.input_mode == "attention":
@@ -293,7 +320,14 @@ class StudentModel(nn.Module):
             out = bb.predict(x0, T0)
             feats = out
         edge = self.decoder(feats.to(torch.float32), self.size)
-        recon = decode_latent(bb, clean_estimate(bb, x0, out, T0)) if reconstruct else None
+        recon = None
+        if reconstruct:
+            t, noise = rec if rec is not None else (T0, None)
+            if int(t) == T0:
+                recon = decode_latent(bb, clean_estimate(bb, x0, out, T0))
+            else:
+                x_t = bb.add_noise(x0, noise.to(x0.device, x0.dtype), int(t))
+                recon = decode_latent(bb, clean_estimate(bb, x_t, bb.predict(x_t, int(t)), int(t)))
         return StudentOutput(edge=edge, recon=recon, model_out=out)
 
 
@@ -303,4 +337,5 @@ def edge_probability(edge: torch.Tensor) -> torch.Tensor:
 
 
 __all__ = ["ATTN_PROJECTIONS", "EdgeDecoder", "StudentModel", "StudentOutput", "attention_image", "clean_estimate",
-           "decode_latent", "default_lora_targets", "edge_probability", "resolve_lora_targets"]
+           "decode_latent", "default_lora_targets", "draw_reconstruction", "edge_probability", "resolve_lora_targets",
+           "seeded_reconstruction"]

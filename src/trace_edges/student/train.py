@@ -41,14 +41,15 @@ from trace_edges.data.images import load_rgb, read_png
 from trace_edges.errors import DataError
 from trace_edges.io import atomic_path, write_json, write_text
 from trace_edges.student.loss import edge_counts, f1_from_counts, reconstruction_loss, student_loss
-from trace_edges.student.model import StudentModel, edge_probability
+from trace_edges.student.model import StudentModel, draw_reconstruction, edge_probability, seeded_reconstruction
 from trace_edges.teacher.labels import EDGE, IGNORE, INTERIOR
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "trace-student-checkpoint/1"
 METRIC_COLUMNS = ("epoch", "step", "train_loss", "train_rec", "train_edge", "val_loss", "val_rec",
-                  "val_edge", "val_dice", "val_f1")
+                  "val_edge", "val_dice", "val_f1", "val_ssim")
+VAL_KEYS = ("val_loss", "val_rec", "val_edge", "val_dice", "val_f1", "val_ssim")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,28 +168,43 @@ def snapshot_steps(fractions: Sequence[float], total: int) -> dict[int, list[flo
 # ---------------------------------------------------------------------------------------------
 # evaluation
 # ---------------------------------------------------------------------------------------------
+def ssim(image: torch.Tensor, recon: torch.Tensor) -> float:
+    """SSIM(I, Î) of two ``[1, 3, R, R]`` images in [-1, 1] (Î clamped), as the paper's L_rec ablation
+    reports it: ``skimage.metrics.structural_similarity`` on [0, 1] RGB (data_range 1, 7×7 window,
+    channels averaged)."""
+    from skimage.metrics import structural_similarity
+
+    a = ((image[0].detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
+    b = ((recon[0].detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
+    return float(structural_similarity(a, b, data_range=1.0, channel_axis=2))
+
+
 @torch.no_grad()
 def evaluate(model: StudentModel, samples: Sequence[Sample], loss_params: Mapping[str, Any]) -> dict[str, Any]:
     """Validation: the loss terms (L_rec always computed, for monitoring), the masked soft Dice
-    coefficient (mean over images) and the pixel F1 at 0.5 over labelled pixels (pooled)."""
+    coefficient (mean over images), the pixel F1 at 0.5 over labelled pixels (pooled) and
+    SSIM(I, Î) (mean over images). Î uses one fixed reconstruction draw per image
+    (:func:`seeded_reconstruction` of its id), the same in every epoch and every student."""
     if not samples:
-        return {k: None for k in ("val_loss", "val_rec", "val_edge", "val_dice", "val_f1")}
+        return {k: None for k in VAL_KEYS}
     was = model.decoder.training
     model.set_train(False)
-    loss = rec = edge = 0.0
+    loss = rec = edge = sim = 0.0
     tp = fp = fn = 0
     for s in samples:
-        out = model(s.latent, reconstruct=True)
+        draw = seeded_reconstruction(loss_params["rec_t"], s.latent.shape, s.id)
+        out = model(s.latent, reconstruct=True, rec=draw)
         terms = student_loss(out.edge, s.labels, loss_params, image=s.image, recon=out.recon)
         loss += float(terms.total)
         edge += float(terms.edge)
         rec += float(reconstruction_loss(s.image, out.recon))
+        sim += ssim(s.image, out.recon)
         a, b, c = edge_counts(edge_probability(out.edge), s.labels)
         tp, fp, fn = tp + a, fp + b, fn + c
     model.set_train(was)
     n = len(samples)
     return {"val_loss": loss / n, "val_rec": rec / n, "val_edge": edge / n, "val_dice": 1.0 - edge / n,
-            "val_f1": f1_from_counts(tp, fp, fn)}
+            "val_f1": f1_from_counts(tp, fp, fn), "val_ssim": sim / n}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,7 +369,9 @@ class Trainer:
         reconstruct = float(self.loss_params["rec_weight"]) > 0
         for i in batch:
             s = self.train[i]
-            out = self.model(s.latent, reconstruct=reconstruct)
+            # (t, noise) of L_rec from the step-seeded RNG: a function of (seed, step, position in batch)
+            rec = draw_reconstruction(self.loss_params["rec_t"], s.latent.shape) if reconstruct else None
+            out = self.model(s.latent, reconstruct=reconstruct, rec=rec)
             terms = student_loss(out.edge, s.labels, self.loss_params, image=s.image, recon=out.recon)
             (terms.total / len(batch)).backward()
             vals = terms.floats()
@@ -436,7 +454,7 @@ def _fmt(v: Any) -> str:
     return "n/a" if v is None else f"{v:.4f}"
 
 
-__all__ = ["CACHE_BYTES", "CHECKPOINT_FORMAT", "METRIC_COLUMNS", "Sample", "SampleSet", "Trainer", "epoch_order",
-           "evaluate", "load_labels",
+__all__ = ["CACHE_BYTES", "CHECKPOINT_FORMAT", "METRIC_COLUMNS", "Sample", "SampleSet", "Trainer", "VAL_KEYS",
+           "epoch_order", "evaluate", "load_labels", "ssim",
            "make_sample", "snapshot_steps", "split_train_val", "step_seed",
            "write_metrics_csv"]
