@@ -409,6 +409,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--skip-dag", action="store_true", help="no dry runs (costs only)")
     ap.add_argument("--out", default=str(OUT), help="output stem (.json, .md)")
     args = ap.parse_args(argv)
+    os.chdir(ROOT)   # relative paths of the config (e.g. edges.hed.weights) are the project's
     os.environ.setdefault("TRACE_EDGES_NO_PROGRESS", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch

@@ -57,7 +57,7 @@ rule edges_shard:
     threads: 1
     resources:
         mem_mb=2000,
-        runtime=shard_runtime("edges", 0.2),
+        runtime=shard_runtime("edges", 1.5),
     conda:
         ENV
     shell:

@@ -86,7 +86,7 @@ rule score_edges_shard:
     threads: 1
     resources:
         mem_mb=2000,
-        runtime=shard_runtime("score_edges", 2.0),
+        runtime=shard_runtime("score_edges", 4.0),
     conda:
         ENV
     shell:
