@@ -7,6 +7,7 @@
 # every stage lives in rules/*.smk and calls exactly one `trace-edges` subcommand.
 
 import json
+import math
 import os
 import shlex
 import sys
@@ -31,7 +32,7 @@ from trace_edges.null_prompt import artifact_name, has_text_encoder  # noqa: E40
 from trace_edges.provenance import stage_sources  # noqa: E402
 from trace_edges.ablations import expand as expand_ablations  # noqa: E402
 from trace_edges.config import check_consistency  # noqa: E402
-from trace_edges.stages.shards import expected_num_images, num_shards  # noqa: E402
+from trace_edges.stages.shards import SHARDED_STAGES, expected_num_images, num_shards, stage_shards  # noqa: E402
 from trace_edges.data.train_data import expected_train_images  # noqa: E402
 from trace_edges.data.selection import figure_images, has_ground_truth, list_folder_images  # noqa: E402
 from trace_edges.data.selection import selected_image_ids  # noqa: E402
@@ -91,6 +92,13 @@ MAIN_CHAIN_PRIORITY = 10
 
 
 include: "rules/common.smk"
+
+
+# jobs per sharded per-image stage (config `shards`; 1 = one unsharded job, no gather input):
+# shard boundaries follow the manifest order (trace_edges.stages.shards)
+SHARDS = {stage: stage_shards(config["shards"], stage, num_images(config["data"])) for stage in SHARDED_STAGES}
+
+
 include: "rules/data.smk"
 include: "rules/edges.smk"
 include: "rules/teacher.smk"

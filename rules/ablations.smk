@@ -59,6 +59,11 @@ use rule proposals as ab_proposals with:
         f"{LOGS}/ablations/proposals.log",
     benchmark:
         f"{BENCH}/ablations/proposals.tsv"
+    threads: 8 if MASKCUT_GPU else 1  # unsharded: MaskCut runs here (not the main run's gather)
+    resources:
+        gpu=1 if MASKCUT_GPU else 0,
+        mem_mb=16000 if MASKCUT_GPU else 3000,
+        runtime=720 if MASKCUT_GPU else 60,
 
 
 use rule trajectory as ab_trajectory with:

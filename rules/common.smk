@@ -34,6 +34,33 @@ def num_images(data):
     return len(ids) if ids is not None else expected_num_images(data)
 
 
+def shard_files(stage, directory):
+    """The shard files the gather of a sharded stage reads (<directory>/shards/shard_<i>.json);
+    [] when the stage runs as one job (its gather rule then computes every image itself)."""
+    n = SHARDS[stage]
+    return [] if n == 1 else [f"{directory}/shards/shard_{i}.json" for i in range(n)]
+
+
+def gather_arg(wildcards, input):
+    """`--shards <files>` of a gather rule whose stage is sharded; '' when it runs as one job (and
+    in the ablation grid's rules, whose own input has no shards)."""
+    files = list(getattr(input, "shards", None) or [])
+    return "--shards " + " ".join(files) if files else ""
+
+
+def shard_arg(stage):
+    """params of a `<stage>_shard` rule: which shard, its size (config shards.<stage>), its file."""
+    return lambda wildcards, output: (f"--shard {wildcards.shard} --shard-size {config['shards'][stage]} "
+                                      f"--shard-out {output.shard}")
+
+
+def shard_runtime(stage, seconds_per_image, floor=10):
+    """A shard job's time request (minutes): 3x its images at `seconds_per_image` (a rounded-up
+    CPU cost per image of the paper preset, results/benchmarks/paper_scale.md), at least `floor`."""
+    size = config["shards"][stage] or num_images(config["data"])
+    return max(floor, math.ceil(3 * size * seconds_per_image / 60))
+
+
 def code(stage):
     """The package source files a stage depends on: editing one reruns exactly that stage."""
     return [os.path.relpath(p, workflow.basedir) for p in stage_sources(stage)]

@@ -1,4 +1,6 @@
-# Edge sources: one job per source, every image; consumers read maps through edges/store.py only.
+# Edge sources: one job per source (`edges`), or with config shards.edges one `edges_shard` job per
+# shard of images and `edges` gathering them (it writes the manifest); consumers read maps through
+# edges/store.py only.
 #
 # {params.te}: the `trace-edges` command line (why a function of `input`: rules/data.smk).
 
@@ -32,11 +34,44 @@ rule fetch_hed:
         "{params.te} fetch-hed --weights {params.weights} --out {output} > {log} 2>&1"
 
 
-rule edges:
-    """Edge maps in [0,1] (16-bit PNG per image + manifest.json) for one edge source."""
+rule edges_shard:
+    """Edge maps of one shard of the images (config shards.edges) for one edge source."""
     input:
         manifest=f"{R}/data/manifest.json",
         model=edge_model_input,
+        code=code("edges"),
+    output:
+        shard=f"{R}/edges/{{source}}/shards/shard_{{shard}}.json",
+    params:
+        te=lambda wildcards, input: TE,
+        edges=as_json(config["edges"]),
+        out_dir=lambda w: f"{R}/edges/{w.source}",
+        shard=shard_arg("edges"),
+    wildcard_constraints:
+        source="|".join(GRADIENT_SOURCES) or "^$",
+        shard=r"\d+",
+    log:
+        f"{LOGS}/edges/{{source}}_shard_{{shard}}.log",
+    benchmark:
+        f"{BENCH}/edges/{{source}}_shard_{{shard}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=shard_runtime("edges", 1.5),
+    conda:
+        ENV
+    shell:
+        "{params.te} edges --source {wildcards.source} --params '{params.edges}' --manifest {input.manifest} "
+        "--out-dir {params.out_dir} {params.shard} --threads {threads} > {log} 2>&1"
+
+
+rule edges:
+    """Edge maps in [0,1] (16-bit PNG per image + manifest.json) for one edge source (sharded: the
+    gather, writing the manifest of what the shards wrote)."""
+    input:
+        manifest=f"{R}/data/manifest.json",
+        model=edge_model_input,
+        shards=lambda w: shard_files("edges", f"{R}/edges/{w.source}"),
         code=code("edges"),
     output:
         f"{R}/edges/{{source}}/manifest.json",
@@ -44,6 +79,7 @@ rule edges:
         te=lambda wildcards, input: TE,
         edges=as_json(config["edges"]),
         out_dir=lambda w: f"{R}/edges/{w.source}",
+        gather=gather_arg,
     wildcard_constraints:
         source="|".join(GRADIENT_SOURCES) or "^$",
     log:
@@ -58,4 +94,4 @@ rule edges:
         ENV
     shell:
         "{params.te} edges --source {wildcards.source} --params '{params.edges}' --manifest {input.manifest} "
-        "--out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
+        "--out-dir {params.out_dir} {params.gather} --threads {threads} > {log} 2>&1"

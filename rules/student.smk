@@ -82,6 +82,7 @@ if not TRANSDUCTIVE:
         input:
             manifest=f"{TRAIN_R}/manifest.json",
             model=_model_input,
+            null_prompt=null_prompt_input(TBB),
             code=code("teacher"),
         output:
             shard=f"{TTDIR}/trajectory/shard_{{shard}}.json",

@@ -23,9 +23,14 @@ import pytest
 import yaml
 from workflow_helpers import ROOT, clone_snapshot, make_snapshot, results_digest, seed_hed_weights, snakemake
 
+from trace_edges.config import load_workflow_config
+from trace_edges.edges import staged_sources
+from trace_edges.stages.shards import num_shards
+
 PROFILES = ROOT / "profiles"
 SCRIPT = ROOT / "scripts" / "slurm_local_cluster.sh"
 CORE_GPU_RULES = {"trajectory", "distill", "student_infer"}   # the GPU stages of the default workflow
+SHARD_RULES = ("edges_shard", "proposals_shard", "bgp_shard", "wps_shard", "score_edges_shard")
 SLURM_BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "srun", "sinfo")
 
 
@@ -101,7 +106,7 @@ def test_profile_parses_and_names_only_existing_rules(name):
         assert all(":" in pv for pv in prof["kubernetes-persistent-volumes"])
     else:
         arrays = {r.strip() for r in str(prof.get("slurm-array-jobs", "")).split(",") if r.strip()}
-        assert arrays <= rules and "trajectory" in arrays
+        assert arrays <= rules and {"trajectory", *SHARD_RULES} <= arrays
         assert prof["default-resources"]["cpus_per_task"] == "threads"
     for key, value in prof.get("default-resources", {}).items():
         assert value is not None, key
@@ -170,6 +175,25 @@ def test_dry_run_through_profile_shows_resources(profile, configfile, dry_snapsh
         assert prof["default-resources"]["gpu_manufacturer"] == "nvidia"
     n_traj = sum(r == "trajectory" for r, _ in jobs)
     assert n_traj == (100 if configfile else 2)   # teacher.shard_size: 50 of 5000 images / 8 of 16
+    shard_jobs = {rule: [kv for r, kv in jobs if r == rule] for rule in SHARD_RULES}
+    if not configfile:   # the embedded default runs every per-image CPU stage as one job
+        assert not any(shard_jobs.values()), {r: len(v) for r, v in shard_jobs.items()}
+        return
+    # the paper preset's sharded CPU stages (config.paper.yaml `shards`): a job per shard and source,
+    # each asking for memory and time, every shard of a rule the same (one SLURM job array)
+    paper = load_workflow_config(ROOT / "config.yaml", ROOT / "config.paper.yaml")
+    n_src = len(paper["edges"]["sources"])
+    n_grad = len([s for s in paper["edges"]["sources"] if s not in staged_sources()])
+    per = {"edges": n_grad, "proposals": 1, "bgp": n_src, "wps": n_src + 1, "score_edges": n_src}
+    for stage, k in per.items():
+        rule = f"{stage}_shard"
+        assert len(shard_jobs[rule]) == k * num_shards(5000, paper["shards"][stage]), rule
+        first = shard_jobs[rule][0]
+        assert all(kv == first for kv in shard_jobs[rule]), rule
+        assert int(first["mem_mb"]) >= 1000 and int(first["runtime"]) >= 10, (rule, first)
+        assert first.get("gpu", "0") == ("1" if rule == "proposals_shard" else "0"), (rule, first)  # MaskCut: GPU
+    # the gathers need no GPU (MaskCut runs in its shards)
+    assert all(kv.get("gpu", "0") == "0" for r, kv in jobs if r == "proposals"), "proposals gather asks for a GPU"
 
 
 # ---------------------------------------------------------------------------------------------

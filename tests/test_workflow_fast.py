@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -189,3 +190,35 @@ def test_changing_a_teacher_key_reruns_the_trajectory(workdir, tmp_path):
     out = "\n".join(snakemake(["-n", "--cores", "2", *CONFIG, str(over)], workdir).stdout.splitlines())
     assert "rule trajectory:" in out and "rule teacher_labels:" in out, out[-3000:]
     assert "rule prepare:" not in out and "rule edges:" not in out
+
+
+GRADIENT = [s for s in EDGE_SOURCES if s not in ("trace_teacher", "trace_student")]   # rule `edges`
+SHARD_RULES = {"edges_shard": 2 * len(GRADIENT), "proposals_shard": 2, "bgp_shard": 2 * len(EDGE_SOURCES),
+               "wps_shard": 2 * len(SOURCES), "score_edges_shard": 2 * len(EDGE_SOURCES)}
+
+
+def test_sharded_stages_give_the_unsharded_metrics(workdir, tmp_path):
+    """The CPU stages rerun in a copy of the finished run, sharded one image per shard
+    (tests/configs/fast_sharded.yaml) and from scratch (their outputs deleted; the teacher and
+    student are kept): every metrics file has the same numbers, and each shard job ran."""
+    import shutil
+
+    wd = tmp_path / "sharded"
+    shutil.copytree(workdir, wd, symlinks=True)
+    before = {p.relative_to(wd / R / "metrics"): json.loads(p.read_text())
+              for p in (wd / R / "metrics").rglob("*.json")}
+    for rel in (*(f"edges/{s}" for s in GRADIENT), "proposals", "bgp", "wps", "metrics"):
+        shutil.rmtree(wd / R / rel)
+    res = snakemake(["--cores", "2", *CONFIG, "tests/configs/fast_sharded.yaml"], wd, timeout=1200)
+    out = res.stdout + res.stderr
+    for rule, n in SHARD_RULES.items():
+        assert re.search(rf"^{rule}\s+{n}$", out, flags=re.M), (rule, n, out[-3000:])
+    for rule in ("trajectory", "distill", "student_infer", "teacher_labels"):
+        assert not re.search(rf"^{rule}\s+\d+$", out, flags=re.M), rule
+    assert (wd / R / "metrics/edges/sobel/shards/shard_1.json").is_file()
+    after = {p.relative_to(wd / R / "metrics"): json.loads(p.read_text())
+             for p in (wd / R / "metrics").rglob("*.json") if "shards" not in p.parts and "counts" not in p.parts}
+    assert set(after) == set(before)
+    for rel, doc in before.items():
+        assert list(_numbers({k: v for k, v in doc.items() if k != "provenance"})) == list(
+            _numbers({k: v for k, v in after[rel].items() if k != "provenance"})), rel

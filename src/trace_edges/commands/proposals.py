@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from trace_edges.commands import add_common, stage_params
+from trace_edges.commands import add_common, add_shard_args, shard_options, stage_params
 from trace_edges.proposals import PROPOSERS
 
 
@@ -16,6 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--manifest", required=True)
     p.add_argument("--out", required=True,
                    help="COCO results JSON, e.g. results/<preset>/proposals/<method>/proposals.json")
+    add_shard_args(p)
     p.set_defaults(func=run)
 
     p = sub.add_parser("build-tiny-vit", help="build a tiny random ViT (transformers layout) for MaskCut")
@@ -27,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> None:
     from trace_edges.stages.proposals import run_proposals
 
-    run_proposals(stage_params(args, "proposals"), args.manifest, args.out)
+    run_proposals(stage_params(args, "proposals"), args.manifest, args.out, **shard_options(args))
 
 
 def run_build_tiny_vit(args: argparse.Namespace) -> None:

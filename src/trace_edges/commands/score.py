@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from trace_edges.commands import add_common
+from trace_edges.commands import add_common, add_shard_args, shard_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--manifest", required=True)
     p.add_argument("--edges", required=True)
     p.add_argument("--out", required=True)
+    add_shard_args(p)
     p.set_defaults(func=run_edges)
 
 
@@ -49,4 +50,4 @@ def run_edges(args: argparse.Namespace) -> None:
     from trace_edges.stages.score import score_edges
 
     score_edges(args.manifest, args.edges, args.out, params=stage_params(args, "score")["edges"],
-                threads=args.threads)
+                threads=args.threads, **shard_options(args))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from trace_edges.commands import add_common, stage_params
+from trace_edges.commands import add_common, add_shard_args, shard_options, stage_params
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -13,10 +13,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--manifest", required=True)
     p.add_argument("--edges", help="edge-source directory; omit for the no-edge baseline")
     p.add_argument("--out", required=True, help="panoptic JSON; PNGs go to the folder of the same name")
+    add_shard_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> None:
     from trace_edges.stages.wps import run_wps_stage
 
-    run_wps_stage(stage_params(args, "wps"), args.manifest, args.edges, args.out)
+    run_wps_stage(stage_params(args, "wps"), args.manifest, args.edges, args.out, **shard_options(args))

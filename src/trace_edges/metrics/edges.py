@@ -385,14 +385,53 @@ def evaluate_edges(
                         + (f" ... ({len(missing)} in all)" if len(missing) > 10 else ""),
                         fix="rerun the edges stage on the same image list as the ground truth")
 
-    thr = threshold_grid(thresholds)
     thr_arg = _thresholds_arg(thresholds)
     workers = min(int(threads), len(ids))
     count_tasks = ((*_load_pair(i, preds, gts), thr_arg, float(max_dist), bool(apply_thinning), apply_nms,
                     matcher) for i in ids)
     counts = list(_ordered_map(_image_task, count_tasks, workers))
+    return metrics_from_counts(dict(zip(ids, counts)), preds, gts, thresholds=thresholds, max_dist=max_dist,
+                               apply_thinning=apply_thinning, apply_nms=apply_nms,
+                               cldice_tolerance_px=cldice_tolerance_px, matcher=matcher, threads=threads)
 
-    sample_results, threshold_results, overall = _aggregate(ids, counts, thresholds)
+
+def checked_image_counts(image_id: Hashable, preds: Mapping[Hashable, np.ndarray],
+                         gts: Mapping[Hashable, np.ndarray], *, thresholds: int | Sequence[float],
+                         max_dist: float, apply_thinning: bool, apply_nms: bool | str,
+                         matcher: str) -> tuple[np.ndarray, ...]:
+    """:func:`image_counts` of one image of ``preds`` / ``gts``, checked as :func:`evaluate_edges`
+    checks it: the per-image half of a sharded evaluation (:func:`metrics_from_counts` pools)."""
+    pred, gt = _load_pair(image_id, preds, gts)
+    return image_counts(pred, gt, _thresholds_arg(thresholds), max_dist=float(max_dist),
+                        apply_thinning=bool(apply_thinning), apply_nms=apply_nms, matcher=matcher)
+
+
+def metrics_from_counts(
+    counts: Mapping[Hashable, tuple[np.ndarray, ...]],
+    preds: Mapping[Hashable, np.ndarray],
+    gts: Mapping[Hashable, np.ndarray],
+    *,
+    thresholds: int | Sequence[float],
+    max_dist: float,
+    apply_thinning: bool,
+    apply_nms: bool | str,
+    cldice_tolerance_px: int,
+    matcher: str,
+    threads: int = 1,
+) -> dict[str, Any]:
+    """:func:`evaluate_edges` from the per-image counts already computed (``image_counts`` of every
+    image of ``gts``, with the same protocol): pyEdgeEval's aggregation, then clDice at the ODS
+    threshold, which needs every image. A sharded run computes the counts per shard and calls
+    this once, in its gather (``trace_edges.stages.score``)."""
+    ids = _sort_ids(gts.keys())
+    missing = [i for i in ids if i not in counts]
+    if missing:
+        raise DataError(f"no edge-scoring counts for image id(s) {missing[:10]}"
+                        + (f" ... ({len(missing)} in all)" if len(missing) > 10 else ""),
+                        fix="rerun the score_edges shards on the same image list as the ground truth")
+    thr = threshold_grid(thresholds)
+    workers = min(int(threads), len(ids))
+    sample_results, threshold_results, overall = _aggregate(ids, [counts[i] for i in ids], thresholds)
     ods_t = _f(overall["ODS_threshold"])
 
     per_image: list[dict[str, Any]] = []
@@ -443,5 +482,5 @@ def evaluate_edges(
 
 
 __all__ = ["MATCHERS", "MATCHER_SEED", "cldice", "correspond_pixels", "evaluate_edges", "image_counts",
-           "matcher_is_seeded", "threshold_grid"]
+           "checked_image_counts", "matcher_is_seeded", "metrics_from_counts", "threshold_grid"]
 

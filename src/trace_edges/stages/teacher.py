@@ -35,10 +35,10 @@ from trace_edges.config import result_block
 from trace_edges.data.manifest import load_manifest
 from trace_edges.data.images import load_rgb, write_png
 from trace_edges.edges.store import edge_map_filename, save_edge_map, write_manifest
-from trace_edges.errors import ConfigError, DataError
+from trace_edges.errors import DataError
 from trace_edges.io import atomic_path, read_json, sha256_file, write_json
 from trace_edges.stages._loop import run_items
-from trace_edges.stages.shards import num_shards
+from trace_edges.stages.shards import shard_images
 from trace_edges.teacher.labels import ternarize
 from trace_edges.teacher.trajectory import run_teacher, teacher_edge_map, upsample_to_image
 
@@ -55,14 +55,6 @@ def trajectory_key(params: Mapping[str, Any], seed: int) -> dict[str, Any]:
     """What the trajectory's per-image results depend on: the whole validated teacher block but
     its non-result keys (fan-out, device) and the labels-only keys, plus the seed."""
     return {"teacher": result_block("teacher", params, drop=LABEL_ONLY_KEYS), "seed": int(seed)}
-
-
-def shard_images(images: Sequence[Mapping[str, Any]], shard: int, shard_size: int) -> list[Mapping[str, Any]]:
-    n = num_shards(len(images), shard_size)
-    if not 0 <= shard < n:
-        raise ConfigError(f"shard {shard} does not exist: {len(images)} images in shards of {shard_size} "
-                          f"make {n} shards", fix="the Snakefile computes the shard count; rerun snakemake")
-    return list(images[shard * shard_size:(shard + 1) * shard_size])
 
 
 def nearest_step(steps: Sequence[int], t: int) -> int:

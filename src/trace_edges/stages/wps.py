@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -16,6 +16,7 @@ from trace_edges.errors import ConfigError, DataError
 from trace_edges.io import read_json, sha256_file, write_json
 from trace_edges.panoptic_io import read_panoptic_png, write_panoptic_png
 from trace_edges.stages._loop import run_items
+from trace_edges.stages.shards import ShardJob, read_shard_files
 
 
 def oracle_semantics(ids: np.ndarray, segments_info: list[Mapping[str, Any]]) -> np.ndarray:
@@ -27,7 +28,10 @@ def oracle_semantics(ids: np.ndarray, segments_info: list[Mapping[str, Any]]) ->
 
 
 def run_wps_stage(params: Mapping[str, Any], manifest_path: str | Path, edges_dir: str | Path | None,
-                  out_json: str | Path) -> int:
+                  out_json: str | Path, *, shard: ShardJob | None = None,
+                  gather: Sequence[str | Path] | None = None) -> int | None:
+    """Pseudo-panoptic labels of every image (or of ``shard``'s, writing its shard file only; with
+    ``gather``, of none: the shard files name what the shards wrote), then the panoptic JSON."""
     manifest = load_manifest(manifest_path)
     require_ground_truth(manifest, manifest_path, "WPS (the panoptic categories and oracle semantics)")
     out_json = Path(out_json)
@@ -67,9 +71,16 @@ def run_wps_stage(params: Mapping[str, Any], manifest_path: str | Path, edges_di
             parts.append(edges.file_sha256(rec["id"]))
         return parts
 
-    run_items(manifest["images"], stage="wps", params=stage_params, out_dir=seg_dir,
-              outputs=lambda rec: [png_dir / f"{rec['id']:012d}.png", seg_dir / f"{rec['id']}.json"],
-              work=work, key_parts=key_parts, desc=f"wps:{stage_params['edge_source']}")
+    if gather:
+        read_shard_files(gather, manifest["images"], stage="wps")
+    else:
+        images = shard.images(manifest["images"]) if shard else manifest["images"]
+        run_items(images, stage="wps", params=stage_params, out_dir=seg_dir,
+                  outputs=lambda rec: [png_dir / f"{rec['id']:012d}.png", seg_dir / f"{rec['id']}.json"],
+                  work=work, key_parts=key_parts, desc=f"wps:{stage_params['edge_source']}")
+        if shard:
+            shard.write(stage="wps", images=images, params=stage_params)
+            return None
     annotations = [{
         "image_id": rec["id"],
         "file_name": f"{rec['id']:012d}.png",
