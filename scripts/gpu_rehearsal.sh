@@ -3,7 +3,7 @@
 # full depth and native resolution, random weights (no download, no internet needed), bf16, the
 # paper's stride 100 (11 inversion steps), plus the student's latency at the same size.
 #
-#   scripts/gpu_rehearsal.sh                 # every row (about 10 min on one H100/H200-class GPU)
+#   scripts/gpu_rehearsal.sh                 # every row (estimated ~10 min on one H100/H200-class GPU; not yet run)
 #   scripts/gpu_rehearsal.sh --only sd3,flux # some families
 #
 # Writes results/benchmarks/teacher_scale_gpu.{json,csv} (same row fields as the committed CPU
