@@ -64,6 +64,8 @@ use rule proposals as ab_proposals with:
         gpu=1 if MASKCUT_GPU else 0,
         mem_mb=16000 if MASKCUT_GPU else 3000,
         runtime=720 if MASKCUT_GPU else 60,
+    conda:
+        GPU_ENV if MASKCUT_GPU else ENV
 
 
 use rule trajectory as ab_trajectory with:

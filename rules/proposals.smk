@@ -65,7 +65,7 @@ rule proposals_shard:
         mem_mb=16000 if MASKCUT_GPU else 3000,
         runtime=shard_runtime("proposals", 40.0),  # MaskCut: ~40 CPU-s per image (paper_scale.md)
     conda:
-        ENV
+        GPU_ENV if MASKCUT_GPU else ENV
     shell:
         "{params.te} proposals --params '{params.proposals}' --manifest {input.manifest} --out {params.out} "
         "{params.shard} --threads {threads} > {log} 2>&1"
@@ -96,7 +96,7 @@ rule proposals:
         mem_mb=16000 if PROPOSALS_ON_GPU else 3000,
         runtime=2880 if PROPOSALS_ON_GPU else 60,  # ~10-20 s per COCO image; per-image resume
     conda:
-        GPU_ENV if MASKCUT_GPU else ENV
+        GPU_ENV if PROPOSALS_ON_GPU else ENV
     shell:
         "{params.te} proposals --params '{params.proposals}' --manifest {input.manifest} --out {output} "
         "{params.gather} --threads {threads} > {log} 2>&1"

@@ -44,7 +44,7 @@ def _rule_blocks() -> dict[str, str]:
     blocks: dict[str, str] = {}
     derived: dict[str, tuple[str, str]] = {}
     for smk in sorted((ROOT / "rules").glob("*.smk")):
-        parts = re.split(r"^(?:rule (\w+)|use rule (\w+) as (\w+) with):\s*$", smk.read_text(), flags=re.M)
+        parts = re.split(r"^[ \t]*(?:rule (\w+)|use rule (\w+) as (\w+) with):\s*$", smk.read_text(), flags=re.M)
         for name, base, alias, body in zip(parts[1::4], parts[2::4], parts[3::4], parts[4::4]):
             if name:
                 blocks[name] = body

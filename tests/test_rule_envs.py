@@ -39,10 +39,11 @@ def test_paper_preset_puts_gpu_jobs_in_the_cuda_env(snapshot):
     gpu = {r for r, (g, _) in envs.items() if g > 0}
     # the stages that load a real model on the GPU, MaskCut's ViT and the model figures included
     assert {"trajectory", "distill", "student_infer", "ab_trajectory", "ab_distill", "ab_student_infer",
-            "proposals", "teacher_figures", "student_figure", "figure_backbones"} <= gpu
+            "proposals_shard", "teacher_figures", "student_figure", "figure_backbones"} <= gpu
     for rule, (g, env) in envs.items():
         assert env == (CUDA_ENV if g > 0 else CPU_ENV), (rule, g, env)
-    assert {"prepare", "bgp", "score_uis", "tables"} <= set(envs) - gpu
+    # sharded MaskCut: the shards run the ViT on the GPU, the gather only concatenates
+    assert {"prepare", "bgp", "score_uis", "tables", "proposals"} <= set(envs) - gpu
 
 
 def test_embedded_default_runs_every_job_in_the_cpu_env(snapshot):

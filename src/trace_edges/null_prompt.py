@@ -63,7 +63,7 @@ def compute_null_text(backbone: Mapping[str, Any]) -> tuple[dict[str, torch.Tens
     (identity + resolved hub commit). The pipeline is released before returning."""
     from trace_edges.backbones import backbone_class
     from trace_edges.backbones.base import normalize_spec
-    from trace_edges.backbones.loader import DTYPES, resolve_device
+    from trace_edges.backbones.device import DTYPES, resolve_device
     from trace_edges.hub import snapshot_commit
     import torch
 

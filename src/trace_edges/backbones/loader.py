@@ -11,17 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-import torch
-
-#: config dtype names -> torch dtypes
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; any other name as given."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+from trace_edges.backbones.device import DTYPES, resolve_device
 
 
 def load_configured_backbone(backbone: Mapping[str, Any], null_prompt: str | Path | None = None):
