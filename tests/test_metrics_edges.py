@@ -202,9 +202,9 @@ def test_image_without_gt_edges():
 
 def test_ranking_and_result_layout(real_crop):
     gts = {1: real_crop["gt"]}
-    rs = evaluate_edges({1: real_crop["sobel"]}, gts, thresholds=9)
+    rs = evaluate_edges({1: real_crop["sobel"]}, gts, thresholds=9, matcher="fast")
     rr = evaluate_edges({1: np.random.default_rng(0).random(real_crop["gt"].shape)}, gts,
-                        thresholds=9)
+                        thresholds=9, matcher="fast")
     assert rs["ODS"] > rr["ODS"]
     assert 0 < rs["ODS"] <= 1 and 0 < rs["OIS"] <= 1
     best_grid_f1 = max(row["f1"] for row in rs["curve"])

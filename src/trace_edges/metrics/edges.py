@@ -19,7 +19,8 @@ with three exact changes (all proved equal to pyEdgeEval's own loop in ``tests/t
    give the same binary map, so it is thinned and matched once (Canny's binary maps: once, not
    33/99 times). An empty binary map is not sent to the matcher (it matches nothing).
 
-With ``matcher="fast"`` (the default, ``score.edges.matcher``) the BSDS matcher is replaced by
+With ``matcher="fast"`` (``score.edges.matcher``; the default is ``reference``, config.paper.yaml
+uses ``fast``) the BSDS matcher is replaced by
 :mod:`trace_edges.metrics.fast_match`: the same graph and costs with a complete outlier graph,
 split into connected components and solved exactly. Its counts are never below the reference's
 and differ where the BSDS matcher's random outlier sample leaves it sub-optimal (docs/edges.md §5).
@@ -177,7 +178,7 @@ MATCHER_IMPL = {
 
 def image_counts(pred: np.ndarray, gt: np.ndarray, thresholds: int | Sequence[float], *,
                  max_dist: float = 0.0075, apply_thinning: bool = True, apply_nms: bool | str = False,
-                 matcher: str = "fast") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                 matcher: str = "reference") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-threshold ``(count_r, sum_r, count_p, sum_p)`` of one image (float64 arrays).
 
     ``matcher="reference"`` is ``pyEdgeEval.common.binary_label.evaluate_boundaries_threshold``
@@ -357,7 +358,7 @@ def evaluate_edges(
     apply_thinning: bool = True,
     apply_nms: bool | str = False,
     cldice_tolerance_px: int = 2,
-    matcher: str = "fast",
+    matcher: str = "reference",
     threads: int = 1,
 ) -> dict[str, Any]:
     """ODS, OIS, AP and clDice of edge maps ``preds`` (float in [0, 1]) against boolean ``gts``.
