@@ -97,6 +97,7 @@ def main() -> int:
         if res.returncode != 0:
             print(res.stdout[-3000:], res.stderr[-3000:], file=sys.stderr)
             return 1
+        print(f"{preset}: run finished in {total:.1f} s", flush=True)
         bench_root = wd / "results" / preset / "benchmarks"
         rows = []
         for tsv in sorted(bench_root.rglob("*.tsv")):
@@ -109,8 +110,8 @@ def main() -> int:
                 "cpu_s": None if rec.get("cpu_time") in (None, "", "NA", "-") else round(float(rec["cpu_time"]), 2),
             })
         if args.publish:
-            pub = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--configfile", args.configfile,
-                                  "publish_paper_vs_ours"], cwd=wd, env=env, capture_output=True, text=True)
+            pub = subprocess.run([sys.executable, "-m", "snakemake", "publish_paper_vs_ours", "--cores", "1",
+                                  "--configfile", args.configfile], cwd=wd, env=env, capture_output=True, text=True)
             if pub.returncode != 0:
                 print(pub.stderr[-3000:], file=sys.stderr)
                 return 1
