@@ -207,15 +207,26 @@ def abdiv(sa: torch.Tensor, grid: Grid, divergence: str = "kl", eps: float = DEF
 # exact paths from Q/K: chunked rows, never N×N
 # ---------------------------------------------------------------------------------------------
 def sa_rows(qs: Sequence[torch.Tensor], ks: Sequence[torch.Tensor], grids: Sequence[Grid], out_grid: Grid,
-            query_idx: torch.Tensor, scales: Sequence[float | None] | None = None) -> torch.Tensor:
-    """Rows ``query_idx`` of the aggregated SA, computed from Q/K: [len(query_idx), N]."""
+            query_idx: torch.Tensor, scales: Sequence[float | None] | None = None, *,
+            headwise: bool = False) -> torch.Tensor:
+    """Rows ``query_idx`` of the aggregated SA, computed from Q/K: [len(query_idx), N].
+
+    ``headwise``: heads one at a time, so the extra memory is O(len(query_idx) * N) whatever the
+    head count (the chunked path of :mod:`trace_edges.teacher.sa_map`); otherwise all heads at once."""
     scales = list(scales) if scales is not None else [None] * len(qs)
     total = None
     for q, k, grid, sc in zip(qs, ks, grids, scales):
         bq = _query_index(grid, out_grid, query_idx)
         uniq, inv = torch.unique(bq, return_inverse=True)
         s = _scale(q, sc)
-        a = torch.softmax(s * q[:, uniq] @ k.transpose(-1, -2), dim=-1).mean(0)   # [u, n_b]
+        if headwise:
+            acc = None
+            for h in range(q.shape[0]):
+                p = torch.softmax(s * q[h, uniq] @ k[h].T, dim=-1)    # [u, n_b]
+                acc = p if acc is None else acc.add_(p)
+            a = acc / q.shape[0]
+        else:
+            a = torch.softmax(s * q[:, uniq] @ k.transpose(-1, -2), dim=-1).mean(0)   # [u, n_b]
         rows = _upsample_keys(a, grid, out_grid)[inv]                              # [c, N]
         total = rows if total is None else total + rows
     return total / len(qs)

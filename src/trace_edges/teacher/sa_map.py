@@ -29,7 +29,7 @@ from typing import Sequence
 import torch
 
 from trace_edges.teacher.divergence import (DEFAULT_EPS, Grid, _pairs, _query_index, _scale, _shift_index,
-                                            _upsample_keys, row_divergence)
+                                            _upsample_keys, row_divergence, sa_rows)
 
 MAP_MODES = ("materialised", "chunked")
 
@@ -173,28 +173,6 @@ def iep_point_from_maps(prev: torch.Tensor, cur: torch.Tensor, divergence: str =
 # ---------------------------------------------------------------------------------------------
 # chunked: bands of rows, one head at a time
 # ---------------------------------------------------------------------------------------------
-def sa_rows_headwise(qs: Sequence[torch.Tensor], ks: Sequence[torch.Tensor], grids: Sequence[Grid], out_grid: Grid,
-                     query_idx: torch.Tensor, scales: Sequence[float | None] | None = None) -> torch.Tensor:
-    """Rows ``query_idx`` of the aggregated SA from Q/K, heads one at a time: the extra memory is
-    O(len(query_idx) * N) whatever the head count (:func:`divergence.sa_rows` holds all heads)."""
-    scales = list(scales) if scales is not None else [None] * len(qs)
-    total = None
-    for q, k, grid, sc in zip(qs, ks, grids, scales):
-        bq = _query_index(grid, out_grid, query_idx)
-        uniq, inv = torch.unique(bq, return_inverse=True)
-        s = _scale(q, sc)
-        acc = None
-        for h in range(q.shape[0]):
-            p = torch.softmax(s * q[h, uniq] @ k[h].T, dim=-1)    # [u, n_b]
-            if acc is None:
-                acc = p
-            else:
-                acc += p
-        rows = _upsample_keys(acc / q.shape[0], grid, out_grid)[inv]   # [c, N]
-        total = rows if total is None else total + rows
-    return total / len(qs)
-
-
 def chunked_step(qs: Sequence[torch.Tensor], ks: Sequence[torch.Tensor], grids: Sequence[Grid], out_grid: Grid,
                  prev: tuple[Sequence[torch.Tensor], Sequence[torch.Tensor]] | None = None, *,
                  divergence: str = "kl", eps: float = DEFAULT_EPS, neighbourhood: int = 4,
@@ -212,7 +190,8 @@ def chunked_step(qs: Sequence[torch.Tensor], ks: Sequence[torch.Tensor], grids: 
     for r0 in range(0, H, band):
         r1 = min(H, r0 + band)
         lo, hi = max(0, r0 - 1), min(H, r1 + 1)
-        rows = sa_rows_headwise(qs, ks, grids, out_grid, torch.arange(lo * W, hi * W, device=device), scales)
+        rows = sa_rows(qs, ks, grids, out_grid, torch.arange(lo * W, hi * W, device=device), scales,
+                       headwise=True)
         band_rows = torch.arange(r0, r1, device=device)
         acc = torch.zeros((r1 - r0) * W, dtype=rows.dtype, device=device)
         for a, b in pairs:
@@ -221,11 +200,11 @@ def chunked_step(qs: Sequence[torch.Tensor], ks: Sequence[torch.Tensor], grids: 
         out[r0:r1] = acc.reshape(r1 - r0, W)
         if prev is not None:
             own = rows[(r0 - lo) * W:(r1 - lo) * W]
-            prev_rows = sa_rows_headwise(prev[0], prev[1], grids, out_grid,
-                                         torch.arange(r0 * W, r1 * W, device=device), scales)
+            prev_rows = sa_rows(prev[0], prev[1], grids, out_grid, torch.arange(r0 * W, r1 * W, device=device),
+                                scales, headwise=True)
             total += div(prev_rows, own, eps).sum().double()
     return out, (float(total / N) if prev is not None else None)
 
 
 __all__ = ["ACC_ROWS", "WORK_MB", "MAP_MODES", "SAAccumulator", "abdiv_from_map", "choose_map_mode", "chunked_step",
-           "iep_point_from_maps", "map_bytes", "sa_rows_headwise"]
+           "iep_point_from_maps", "map_bytes"]
