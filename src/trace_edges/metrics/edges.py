@@ -380,11 +380,8 @@ def evaluate_edges(
     ids = _sort_ids(gts.keys())
     if not ids:
         raise DataError("no images to evaluate (the edge ground truth is empty)")
-    missing = [i for i in ids if i not in preds]
-    if missing:
-        raise DataError(f"no predicted edge map for image id(s) {missing[:10]}"
-                        + (f" ... ({len(missing)} in all)" if len(missing) > 10 else ""),
-                        fix="rerun the edges stage on the same image list as the ground truth")
+    _require_ids(ids, preds, "predicted edge map",
+                 fix="rerun the edges stage on the same image list as the ground truth")
 
     thr_arg = _thresholds_arg(thresholds)
     workers = min(int(threads), len(ids))
@@ -394,6 +391,14 @@ def evaluate_edges(
     return metrics_from_counts(dict(zip(ids, counts)), preds, gts, thresholds=thresholds, max_dist=max_dist,
                                apply_thinning=apply_thinning, apply_nms=apply_nms,
                                cldice_tolerance_px=cldice_tolerance_px, matcher=matcher, threads=threads)
+
+
+def _require_ids(ids: Sequence[Hashable], have: Mapping[Hashable, Any], what: str, *, fix: str) -> None:
+    """DataError naming (up to 10 of) the ``ids`` missing from ``have``."""
+    missing = [i for i in ids if i not in have]
+    if missing:
+        raise DataError(f"no {what} for image id(s) {missing[:10]}"
+                        + (f" ... ({len(missing)} in all)" if len(missing) > 10 else ""), fix=fix)
 
 
 def checked_image_counts(image_id: Hashable, preds: Mapping[Hashable, np.ndarray],
@@ -425,11 +430,8 @@ def metrics_from_counts(
     threshold, which needs every image. A sharded run computes the counts per shard and calls
     this once, in its gather (``trace_edges.stages.score``)."""
     ids = _sort_ids(gts.keys())
-    missing = [i for i in ids if i not in counts]
-    if missing:
-        raise DataError(f"no edge-scoring counts for image id(s) {missing[:10]}"
-                        + (f" ... ({len(missing)} in all)" if len(missing) > 10 else ""),
-                        fix="rerun the score_edges shards on the same image list as the ground truth")
+    _require_ids(ids, counts, "edge-scoring counts",
+                 fix="rerun the score_edges shards on the same image list as the ground truth")
     thr = threshold_grid(thresholds)
     workers = min(int(threads), len(ids))
     sample_results, threshold_results, overall = _aggregate(ids, [counts[i] for i in ids], thresholds)
