@@ -114,17 +114,24 @@ MASKCUT_CSV = ("loop,AP,AP50,AR100,masks,masks_per_image,images_differing,second
                "earlier,0.12,0.21,0.44,34,2.12,3,3.0,16,tiny random ViT (m)\n")
 
 
+TRAIN_CSV = ("setting,train_images,train_list_sha256,eval_images,ODS,OIS,AP,AR100,val_dice,seconds\n"
+             "train_set,50,abc,16,0.1234,0.2345,0.51,6.20,0.78,100\n"
+             "transductive,16,def,16,0.1111,0.2222,0.42,5.10,0.77,90\n")
+
+
 def test_protocol_choices_state_each_choice_with_its_measured_effect(embedded, tmp_path):
     """Issue 14: paper_vs_ours.md states the MaskCut loop, the student's three choices and BGP's
     propagation rule, each effect read from the benchmark files (their numbers, not typed in)."""
     (tmp_path / "p.csv").write_text(PROPAGATE_CSV)
     (tmp_path / "m.csv").write_text(MASKCUT_CSV)
+    (tmp_path / "t.csv").write_text(TRAIN_CSV)
     (tmp_path / "g.json").write_text(json.dumps({"summary": {"init/sampled": {"median_ratio": 0.654},
                                                              "init/t0": {"median_ratio": 0.00321}}}))
     summary = tmp_path / "summary.json"
     summary.write_text(json.dumps(SUMMARY))
     text = build_paper_vs_ours(embedded, summary, [tmp_path / "out.md"], evidence={
-        "propagate_rule": tmp_path / "p.csv", "maskcut_loop": tmp_path / "m.csv", "lrec_gradient": tmp_path / "g.json"})
+        "propagate_rule": tmp_path / "p.csv", "maskcut_loop": tmp_path / "m.csv", "lrec_gradient": tmp_path / "g.json",
+        "train_data": tmp_path / "t.csv"})
     assert "## Protocol choices (issue 14)" in text
     lines = {ln.split("**")[1]: ln for ln in text.splitlines() if ln.startswith("* **")}
     assert {"MaskCut loop.", "Training images.", "Edge decoder.", "L_rec.", "BGP propagation rule."} <= set(lines)
@@ -133,6 +140,8 @@ def test_protocol_choices_state_each_choice_with_its_measured_effect(embedded, t
     assert "16 embedded images, tiny random ViT (m); CutLER's loop vs the earlier one" in mc
     assert "differ on 3 of 16 images, 35 vs 34 masks, class-agnostic AP/AR100 ×100 0.11/0.33 vs 0.12/0.44" in mc
     assert "‖∇L_rec‖/‖∇Dice‖ on the LoRA 0.65 vs 0.0032 at t = 0" in lines["L_rec."]
+    assert ("scored on 16 evaluation images; separate training set (50 images) vs transductive (16): ODS 0.1234 vs "
+            "0.1111, OIS 0.2345 vs 0.2222, BGP AP/AR100 ×100 0.51/6.20 vs 0.42/5.10") in lines["Training images."]
     line = lines["BGP propagation rule."]
     assert "Ours: `irn`, IRN's own rule" in line and "`bgp.propagate.rule: irn`" in line
     assert "16 embedded images" in line
@@ -143,6 +152,7 @@ def test_protocol_choices_state_each_choice_with_its_measured_effect(embedded, t
     assert "Effect not measured: run `python benchmarks/bench_propagate_rule.py`" in bare
     assert "Effect not measured: run `python benchmarks/bench_maskcut_loop.py`" in bare
     assert "gradient ratio not measured" in bare
+    assert "Effect not measured: run `python benchmarks/bench_train_data.py`" in bare
     old = json.loads(json.dumps(embedded))
     old["bgp"]["propagate"]["rule"] = "per_mask"
     assert "Ours: `per_mask`" in render(load_numbers(), RunFacts(old, SUMMARY), provenance={})
@@ -157,7 +167,7 @@ def test_protocol_choices_state_each_choice_with_its_measured_effect(embedded, t
 
 def test_committed_benchmarks_cover_every_edge_source_and_both_loops(project_root, embedded):
     """The committed propagate_rule.csv measures both rules with every edge source of the workflow,
-    the ORACLE included (labelled); maskcut_loop.csv both loops."""
+    the ORACLE included (labelled); maskcut_loop.csv both loops; student_train_data.csv both training sets."""
     from trace_edges.edges import display_name
     ev = load_evidence({name: project_root / path for name, path in EVIDENCE.items()})
     have = {(r["rule"], r["edge_source"]) for r in ev["propagate_rule"]}
@@ -166,6 +176,7 @@ def test_committed_benchmarks_cover_every_edge_source_and_both_loops(project_roo
             assert (rule, display_name(source)) in have, (rule, source)
     assert {r["loop"] for r in ev["maskcut_loop"]} == {"cutler", "earlier"}
     assert "init/sampled" in ev["lrec_gradient"]["summary"]
+    assert {r["setting"] for r in ev["train_data"]} == {"train_set", "transductive"}
 
 
 def test_promerge_rows_name_their_overlay_and_fill_from_an_imported_promerge_run(project_root, paper, embedded):

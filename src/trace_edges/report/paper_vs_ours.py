@@ -61,9 +61,11 @@ EVIDENCE = {
     "propagate_rule": "results/benchmarks/propagate_rule.csv",   # benchmarks/bench_propagate_rule.py
     "maskcut_loop": "results/benchmarks/maskcut_loop.csv",       # benchmarks/bench_maskcut_loop.py
     "lrec_gradient": "results/benchmarks/lrec_gradient.json",    # benchmarks/bench_lrec_gradient.py
+    "train_data": "results/benchmarks/student_train_data.csv",   # benchmarks/bench_train_data.py
 }
 _EVIDENCE_COLUMNS = {"propagate_rule": {"rule", "edge_source", "AP", "AR100", "images"},
-                     "maskcut_loop": {"loop", "AP", "AR100", "masks", "images_differing", "images", "model"}}
+                     "maskcut_loop": {"loop", "AP", "AR100", "masks", "images_differing", "images", "model"},
+                     "train_data": {"setting", "train_images", "eval_images", "ODS", "OIS", "AP", "AR100"}}
 
 
 def load_evidence(paths: Mapping[str, str | Path | None]) -> dict[str, Any]:
@@ -269,6 +271,18 @@ def _propagate_line(config: Mapping[str, Any], rows: Sequence[Mapping[str, str]]
             f"{len(pairs)} edge sources.")
 
 
+def _train_data_effect(rows: Sequence[Mapping[str, str]] | None) -> str:
+    by = {r["setting"]: r for r in rows or ()}
+    if not {"train_set", "transductive"} <= set(by):
+        return (" Effect not measured: run `python benchmarks/bench_train_data.py` "
+                f"(→ `{EVIDENCE['train_data']}`).")
+    a, b = by["train_set"], by["transductive"]
+    return (f" Measured (`{EVIDENCE['train_data']}`, the embedded run's student, scored on {a['eval_images']} "
+            f"evaluation images; separate training set ({a['train_images']} images) vs transductive "
+            f"({b['train_images']}): ODS {a['ODS']} vs {b['ODS']}, OIS {a['OIS']} vs {b['OIS']}, BGP AP/AR100 ×100 "
+            f"{a['AP']}/{a['AR100']} vs {b['AP']}/{b['AR100']}.")
+
+
 def _lrec_line(loss: Mapping[str, Any], grad: Mapping[str, Any] | None) -> str:
     lo, hi = (loss.get("rec_t") or [0, 0])
     if hi == 0:
@@ -303,7 +317,8 @@ def protocol_choices(config: Mapping[str, Any], evidence: Mapping[str, Any] | No
         "## Protocol choices (issue 14)",
         "",
         _maskcut_line(config, evidence.get("maskcut_loop")),
-        f"* **Training images.** Paper: ImageNet (authors' README). Ours: {data}.",
+        f"* **Training images.** Paper: ImageNet (authors' README). Ours: {data}."
+        + _train_data_effect(evidence.get("train_data")),
         f"* **Edge decoder.** Paper: 0.1 MB (Table 9). Ours: {layers} conv layer(s)"
         + (f" × {hidden} channels" if layers > 1 else "") + f" = {n_par:,} parameters ({4 * n_par / 1e6:.2f} MB "
         "float32) at SD3.5-L 1024 px (4096 attention channels); each student's model.json reports its own.",
