@@ -257,7 +257,8 @@ def _run_row(args, row) -> dict[str, Any]:
            "--worker-out", str(out), "--preset", args.preset]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), HF_HUB_OFFLINE="1", TRACE_EDGES_NO_PROGRESS="1")
+    path = os.pathsep.join([str(ROOT / "src")] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
+    env = dict(os.environ, PYTHONPATH=path, HF_HUB_OFFLINE="1", TRACE_EDGES_NO_PROGRESS="1")
     load0 = os.getloadavg()
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, env=env)
@@ -278,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default=None, help="comma-separated families to run (default: every row)")
     ap.add_argument("--out-dir", default=str(ROOT / "results" / "benchmarks"))
     ap.add_argument("--resume", action="store_true", help="reuse the rows an interrupted run finished")
+    ap.add_argument("--collect", action="store_true",
+                    help="write the JSON/CSV from the rows an earlier run finished, running none")
     ap.add_argument("--note", default="", help="free text recorded in the JSON (e.g. machine contention)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--worker-out", help=argparse.SUPPRESS)
@@ -291,7 +294,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     Path(args.out_dir).mkdir(parents=True, exist_ok=True)
     only = set(args.only.split(",")) if args.only else None
-    results = [_run_row(args, r) for r in preset["rows"] if only is None or r[0] in only]
+    rows = [r for r in preset["rows"] if only is None or r[0] in only]
+    if args.collect:
+        results = [json.loads(_part_path(args, r).read_text()) for r in rows if _part_path(args, r).is_file()]
+        if not results:
+            sys.exit(f"--collect: no finished rows under {Path(args.out_dir) / f'.teacher_scale_{args.preset}'}")
+    else:
+        results = [_run_row(args, r) for r in rows]
     for r in results:   # (also for rows resumed from an earlier run)
         if r["extra"].get("naive_check"):
             r["extra"]["memory_check"]["applies"] = False
