@@ -21,7 +21,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from trace_edges.teacher.sa_map import SAAccumulator  # noqa: E402
-from trace_edges.teacher.sa_triton import head_prob_sum_  # noqa: E402
 
 SHAPES = [(3, 70, 40), (8, 1024, 80), (16, 4096, 72), (38, 4096, 64)]
 
