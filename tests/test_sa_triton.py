@@ -42,7 +42,7 @@ def test_kernel_checks_in_the_triton_interpreter():
                        env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     passed = re.search(r"(\d+) passed", r.stdout)
-    assert passed and int(passed.group(1)) >= 11, r.stdout[-2000:]     # every case below ran
+    assert passed and int(passed.group(1)) >= 13, r.stdout[-2000:]     # every case below ran
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +113,21 @@ def test_accumulator_triton_equals_torch_path(kernel):
         maps[name] = acc.end().clone()
     assert torch.allclose(maps["triton"], maps["torch"], rtol=0, atol=1e-6)
     assert torch.allclose(maps["triton"].sum(1), torch.ones(8 * 12), atol=1e-5)   # rows are distributions
+
+
+def test_self_test_passes_and_auto_picks_the_kernel(kernel):
+    from trace_edges.teacher.sa_map import resolve_kernel
+
+    assert kernel.self_test("cpu") == (True, "")
+    assert resolve_kernel("auto", "cpu") == "triton" and resolve_kernel("triton", "cpu") == "triton"
+
+
+def test_a_failing_self_test_falls_back_or_raises(kernel, monkeypatch, caplog):
+    from trace_edges.teacher.sa_map import resolve_kernel
+
+    monkeypatch.setattr(kernel, "self_test", lambda device: (False, "CompilationError: planted"))
+    with caplog.at_level("WARNING"):
+        assert resolve_kernel("auto", "cpu") == "torch"
+    assert "planted" in caplog.text
+    with pytest.raises(ValueError, match="failed its self-test.*planted"):
+        resolve_kernel("triton", "cpu")

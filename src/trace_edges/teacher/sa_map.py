@@ -24,12 +24,15 @@ rounding; tests force each mode.
 
 from __future__ import annotations
 
+import logging
 from typing import Sequence
 
 import torch
 
 from trace_edges.teacher.divergence import (DEFAULT_EPS, Grid, _pairs, _query_index, _scale, _shift_index,
                                             _upsample_keys, row_divergence, sa_rows)
+
+log = logging.getLogger(__name__)
 
 MAP_MODES = ("materialised", "chunked")
 
@@ -51,12 +54,20 @@ def resolve_kernel(kernel: str, device: torch.device | str) -> str:
         raise ValueError(f"teacher.sa_kernel must be one of {SA_KERNELS}, got {kernel!r}")
     if kernel == "torch":
         return "torch"
-    if sa_triton.available(device):
+    if not sa_triton.available(device):
+        if kernel == "triton":
+            raise ValueError(f"teacher.sa_kernel: triton needs a CUDA device and the triton package (device "
+                             f"{torch.device(device)}, triton {'missing' if sa_triton.triton is None else 'present'}); "
+                             "use sa_kernel: auto or torch")
+        return "torch"
+    ok, why = sa_triton.self_test(str(torch.device(device)))
+    if ok:
         return "triton"
     if kernel == "triton":
-        raise ValueError(f"teacher.sa_kernel: triton needs a CUDA device and the triton package (device "
-                         f"{torch.device(device)}, triton {'missing' if sa_triton.triton is None else 'present'}); "
-                         "use sa_kernel: auto or torch")
+        raise ValueError(f"teacher.sa_kernel: triton failed its self-test on {torch.device(device)} ({why}); "
+                         "use sa_kernel: torch")
+    log.warning("teacher.sa_kernel auto: the Triton kernel failed its self-test on %s (%s); using the PyTorch path",
+                torch.device(device), why)
     return "torch"
 
 

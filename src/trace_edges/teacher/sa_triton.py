@@ -22,12 +22,13 @@ softmax, on CPU through Triton's interpreter, ``TRITON_INTERPRET=1``; there 16-b
 to fp32 inside the kernel, as the interpreter's 16-bit ``tl.dot`` returns garbage, so the bf16
 tensor-core product itself is exercised only on a GPU).
 
-Used on CUDA when Triton imports (``teacher.sa_kernel: auto``); the PyTorch path stays the
-reference and the CPU path.
+Used on CUDA when Triton imports and :func:`self_test` passes there (``teacher.sa_kernel: auto``);
+the PyTorch path stays the reference and the CPU path.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -142,4 +143,27 @@ def head_prob_sum_(out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, scale: f
     return out
 
 
-__all__ = ["available", "head_prob_sum_"]
+@functools.lru_cache(maxsize=None)
+def self_test(device: str) -> tuple[bool, str]:
+    """Compile and check the kernel once per process and device: small odd shapes (fp32 and bf16)
+    against the naive softmax in float64. ``(True, "")`` or ``(False, why)``; never raises.
+    ``sa_kernel: auto`` uses the kernel only where this passes (the kernel was checked on CPU through
+    Triton's interpreter; a GPU compiler that rejects or miscompiles it falls back to the PyTorch path)."""
+    try:
+        g = torch.Generator(device="cpu").manual_seed(0)
+        for heads, n, d in ((3, 70, 40), (2, 130, 72)):
+            for dtype in (torch.float32, torch.bfloat16):
+                q = torch.randn(heads, n, d, generator=g).to(device, dtype)
+                k = torch.randn(heads, n, d, generator=g).to(device, dtype)
+                out = head_prob_sum_(torch.zeros(n, n, device=device), q, k, d ** -0.5, 1.0)
+                qd, kd = q.double(), k.double()
+                ref = torch.softmax(d ** -0.5 * qd @ kd.transpose(1, 2), dim=-1).sum(0)
+                err = float((out.double() - ref).abs().max())
+                if not err <= 1e-5:
+                    return False, f"max |kernel - naive| = {err:.3g} on {heads}x{n}x{d} {dtype}"
+        return True, ""
+    except Exception as exc:  # a compiler or driver failure: report it, the caller falls back
+        return False, f"{type(exc).__name__}: {exc}"
+
+
+__all__ = ["available", "head_prob_sum_", "self_test"]
