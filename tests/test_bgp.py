@@ -400,6 +400,45 @@ def test_rules_differ_irn_uses_the_global_maximum():
         propagate_masks([a], e, rule="nope")
 
 
+def test_default_rule_is_irns_argmax():
+    """Issue 14 item 5: with no rule given, propagation (and BGP with the schema defaults) is IRN's
+    decision: the dense walk's scores divided by the one global maximum, argmax against a constant
+    background score of 0.25 (naive_irn_labels). The scene of the test above separates the rules:
+    the old default (per_mask) grows B over its whole enclosure, IRN's rule leaves it unchanged."""
+    from scipy import ndimage
+    shape = (48, 48)
+    left, right = rect(shape, 4, 44, 4, 22), rect(shape, 4, 44, 26, 44)
+    e = np.zeros(shape)
+    for box in (left, right):
+        e[ndimage.binary_dilation(box) & ~box] = 1.0
+    e[20:24, 8:12] = 0.3  # a soft obstacle inside the left enclosure
+    a, b = rect(shape, 6, 40, 6, 14), rect(shape, 20, 26, 32, 38)
+    # 30 steps: the scores are not yet flat inside the enclosure, so no pixel ties with 0.25 (at
+    # convergence a pixel next to a wall is exactly 0.25 * M and float rounding would decide it)
+    kw = dict(steps=30, beta=10, radius=5, stride=2)
+    G = np.moveaxis(naive_scores([a, b], e, background=False, normalise=False, **kw), -1, 0)
+    ups = np.stack([upsample_bilinear(g, shape, 2) for g in G])
+    assert np.abs(ups / ups.max() - 0.25).min() > 1e-7
+    lab = naive_irn_labels(G, shape, 2, 0.25)
+    ref = [lab == k if (lab == k).any() else m for k, m in enumerate((a, b))]
+    assert not np.array_equal(ref[0], a) and np.array_equal(ref[1], b)  # A grows, B wins no pixel
+
+    default = propagate_masks([a, b], e, **kw)
+    for got, want in zip(default, ref):
+        np.testing.assert_array_equal(got, want)
+    old = propagate_masks([a, b], e, rule="per_mask", **kw)
+    assert not np.array_equal(old[1], ref[1])  # the earlier default differs here
+
+    p = bgp_params({})
+    assert p["propagate"]["rule"] == "irn" and p["propagate"]["threshold"] == 0.25
+    stages = bgp_stages([a, b], [0.9, 0.5], e, {"propagate": {"stride": 2, "steps": 30}})
+    pieces = stages["split"][0]
+    G = np.moveaxis(naive_scores(pieces, e, background=False, normalise=False, **kw), -1, 0)
+    lab = naive_irn_labels(G, shape, 2, 0.25)
+    for k, (got, piece) in enumerate(zip(stages["propagated"][0], pieces)):
+        np.testing.assert_array_equal(got, lab == k if (lab == k).any() else piece)
+
+
 @pytest.mark.parametrize("steps", [0, 1, 7, 64, 256, 1000])
 def test_random_walk_equals_matrix_power(steps):
     rng = np.random.default_rng(2)

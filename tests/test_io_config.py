@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from trace_edges.config import load_config, parse_params, validate
+from trace_edges.config import load_config, load_workflow_config, parse_params, validate
 from trace_edges.errors import ConfigError, DataError
 from trace_edges.io import atomic_path, read_json, write_json
 
@@ -37,6 +37,16 @@ def test_default_config_is_valid_and_complete(project_root):
     assert cfg["preset"] == "embedded"
     assert cfg["bgp"]["merge"]["iou"] == 0.5
     assert cfg["bgp"]["propagate"]["steps"] == 256  # IRN's t
+
+
+def test_propagation_rule_defaults_to_irn(project_root):
+    """Issue 14 item 5: IRN's decision rule is the default everywhere (schema, embedded config, paper
+    preset); the earlier per-mask rule stays an explicit option."""
+    assert validate({})["bgp"]["propagate"]["rule"] == "irn"
+    assert load_config(project_root / "config.yaml")["bgp"]["propagate"]["rule"] == "irn"
+    paper = load_workflow_config(project_root / "config.yaml", project_root / "config.paper.yaml")
+    assert paper["bgp"]["propagate"]["rule"] == "irn"
+    assert validate({"bgp": {"propagate": {"rule": "per_mask"}}})["bgp"]["propagate"]["rule"] == "per_mask"
 
 
 def test_defaults_fill_missing_nested_keys():

@@ -10,11 +10,11 @@ area-averaged) we build the IRN transition matrix
 and propagate every seed column at once, ``S = T^t S0``, with ``S0[:, k] = m_k * (1 - E)``.
 The scores are upsampled bilinearly to image size and turned into masks by one of two rules:
 
-* ``rule="irn"`` (IRN's ``step/make_sem_seg_labels.py`` and ``make_ins_seg_labels.py``):
+* ``rule="irn"`` (default; IRN's ``step/make_sem_seg_labels.py`` and ``make_ins_seg_labels.py``):
   every upsampled map is divided by the *global* maximum over all maps and pixels, a constant
   background map of value ``threshold`` is put first, and each pixel goes to the argmax (the
   background, then the lower mask index, wins ties). The masks are disjoint.
-* ``rule="per_mask"`` (default; this project's rule since the start): each column is normalised by its *own*
+* ``rule="per_mask"`` (an option; this project's earlier default): each column is normalised by its *own*
   maximum and, when ``background`` is on, one extra column ``(1 - union of masks) * (1 - E)``
   is propagated too; mask ``k`` becomes the pixels where ``S_k > threshold`` and (with the
   background column) ``S_k >= S_bg``. Masks may overlap.
@@ -474,7 +474,7 @@ def irn_assign(G: np.ndarray, up: _Upsampler, threshold: float) -> tuple[np.ndar
 def propagate_masks(masks: Sequence[np.ndarray], edge: np.ndarray, *, steps: int = 256,
                     beta: float = 10.0, radius: int = 5, stride: int = DEFAULT_STRIDE,
                     threshold: float = 0.25, background: bool = True,
-                    rule: str = "per_mask") -> list[np.ndarray]:
+                    rule: str = "irn") -> list[np.ndarray]:
     """Propagate every mask inside the edge boundaries (IRN random walk; see module docstring).
 
     Returns one boolean mask per input mask:
