@@ -197,12 +197,18 @@ rule speed_figure:
 
 
 # ---- every number of the paper beside ours (generated; docs in src/trace_edges/report/paper_vs_ours.py)
+# the committed benchmarks that measure issue 14's protocol choices (those that exist are inputs)
+from trace_edges.report.paper_vs_ours import EVIDENCE  # noqa: E402
+PROTOCOL_EVIDENCE = {name: path for name, path in EVIDENCE.items() if os.path.exists(path)}
+
+
 rule paper_vs_ours:
     """results/<preset>/paper_vs_ours.md: every paper number beside this run's."""
     input:
         summary=f"{R}/tables/summary.json",
         ablations=[f"{R}/ablations/ablations_tidy.csv"] if AB_ON else [],
         speed=[SPEED_JSON] if os.path.exists(SPEED_JSON) else [],
+        evidence=list(PROTOCOL_EVIDENCE.values()),
         numbers="src/trace_edges/report/paper_numbers.yaml",
         code=code("report_paper_vs_ours"),
     output:
@@ -212,6 +218,7 @@ rule paper_vs_ours:
         config=as_json(config),
         ablations=f"--ablations {R}/ablations/ablations_tidy.csv" if AB_ON else "",
         speed=f"--speed {SPEED_JSON}" if os.path.exists(SPEED_JSON) else "",
+        evidence=" ".join(f"--evidence {name}={path}" for name, path in PROTOCOL_EVIDENCE.items()),
     log:
         f"{LOGS}/paper_vs_ours.log",
     benchmark:
@@ -224,7 +231,7 @@ rule paper_vs_ours:
         ENV
     shell:
         "{params.te} report-paper-vs-ours --config '{params.config}' --summary {input.summary} {params.ablations} "
-        "{params.speed} --out {output} > {log} 2>&1"
+        "{params.speed} {params.evidence} --out {output} > {log} 2>&1"
 
 
 # The committed snapshot results/paper_vs_ours.md is a copy of one run's file, refreshed only on request

@@ -8,8 +8,10 @@ import pytest
 
 from trace_edges.ablations import expand
 from trace_edges.config import load_workflow_config
-from trace_edges.report.paper_vs_ours import (MISSING, NEEDS, PROXY, REAL_PROXY, REPRODUCED, RunFacts, assess,
-                                              build_paper_vs_ours, load_notes, load_numbers, render)
+from trace_edges.errors import ConfigError, DataError
+from trace_edges.report.paper_vs_ours import (EVIDENCE, MISSING, NEEDS, PROXY, REAL_PROXY, REPRODUCED, RunFacts,
+                                              assess, build_paper_vs_ours, load_evidence, load_notes, load_numbers,
+                                              render)
 
 SUMMARY = {"none": {"AP": 0.02, "AR100": 0.07, "PQ": 0.8, "ODS": None},
            "canny": {"AP": 0.01, "ODS": 0.4, "OIS": 0.45, "clDice": 0.3},
@@ -97,6 +99,73 @@ def test_render_and_build(embedded, tmp_path):
     trans = json.loads(json.dumps(embedded))
     trans["student"]["train_data"]["transductive"] = True
     assert "**the evaluation images**" in render(load_numbers(), RunFacts(trans, SUMMARY), provenance={})
+
+
+PROPAGATE_CSV = ("rule,edge_source,AP,AP50,AR100,masks,seconds,images,maps_from\n"
+                 "none (raw proposals),-,0.16,0.51,7.17,1391,0.00,16,-\n"
+                 "irn,sobel,0.07,0.41,3.67,1459,10.31,16,computed\n"
+                 "per_mask,sobel,0.02,0.17,0.30,286,11.94,16,computed\n"
+                 "irn,oracle_gt (ORACLE),1.23,2.00,9.87,1000,5.00,16,computed\n"
+                 "per_mask,oracle_gt (ORACLE),1.50,2.10,4.56,900,5.00,16,computed\n")
+
+
+MASKCUT_CSV = ("loop,AP,AP50,AR100,masks,masks_per_image,images_differing,seconds,images,model\n"
+               "cutler,0.11,0.20,0.33,35,2.19,3,6.0,16,tiny random ViT (m)\n"
+               "earlier,0.12,0.21,0.44,34,2.12,3,3.0,16,tiny random ViT (m)\n")
+
+
+def test_protocol_choices_state_each_choice_with_its_measured_effect(embedded, tmp_path):
+    """Issue 14: paper_vs_ours.md states the MaskCut loop, the student's three choices and BGP's
+    propagation rule, each effect read from the benchmark files (their numbers, not typed in)."""
+    (tmp_path / "p.csv").write_text(PROPAGATE_CSV)
+    (tmp_path / "m.csv").write_text(MASKCUT_CSV)
+    (tmp_path / "g.json").write_text(json.dumps({"summary": {"init/sampled": {"median_ratio": 0.654},
+                                                             "init/t0": {"median_ratio": 0.00321}}}))
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps(SUMMARY))
+    text = build_paper_vs_ours(embedded, summary, [tmp_path / "out.md"], evidence={
+        "propagate_rule": tmp_path / "p.csv", "maskcut_loop": tmp_path / "m.csv", "lrec_gradient": tmp_path / "g.json"})
+    assert "## Protocol choices (issue 14)" in text
+    lines = {ln.split("**")[1]: ln for ln in text.splitlines() if ln.startswith("* **")}
+    assert {"MaskCut loop.", "Training images.", "Edge decoder.", "L_rec.", "BGP propagation rule."} <= set(lines)
+    mc = lines["MaskCut loop."]
+    assert "Ours: CutLER's `maskcut_forward` loop (N = 3" in mc and "proposals are `felzenszwalb`" in mc
+    assert "16 embedded images, tiny random ViT (m); CutLER's loop vs the earlier one" in mc
+    assert "differ on 3 of 16 images, 35 vs 34 masks, class-agnostic AP/AR100 ×100 0.11/0.33 vs 0.12/0.44" in mc
+    assert "‖∇L_rec‖/‖∇Dice‖ on the LoRA 0.65 vs 0.0032 at t = 0" in lines["L_rec."]
+    line = lines["BGP propagation rule."]
+    assert "Ours: `irn`, IRN's own rule" in line and "`bgp.propagate.rule: irn`" in line
+    assert "16 embedded images" in line
+    assert "sobel 0.07/3.67 vs 0.02/0.30; oracle_gt (ORACLE) 1.23/9.87 vs 1.50/4.56" in line
+    assert "irn ≥ per_mask on both in 1 of 2 edge sources" in line
+    # without the benchmarks each line says how to measure instead of inventing a number
+    bare = render(load_numbers(), RunFacts(embedded, SUMMARY), provenance={})
+    assert "Effect not measured: run `python benchmarks/bench_propagate_rule.py`" in bare
+    assert "Effect not measured: run `python benchmarks/bench_maskcut_loop.py`" in bare
+    assert "gradient ratio not measured" in bare
+    old = json.loads(json.dumps(embedded))
+    old["bgp"]["propagate"]["rule"] = "per_mask"
+    assert "Ours: `per_mask`" in render(load_numbers(), RunFacts(old, SUMMARY), provenance={})
+    bad = tmp_path / "bad.csv"
+    bad.write_text("rule,AP\nirn,1\n")
+    with pytest.raises(DataError, match="bad.csv.*edge_source"):
+        load_evidence({"propagate_rule": bad})
+    with pytest.raises(ConfigError, match="unknown evidence"):
+        load_evidence({"nope": bad})
+    assert load_evidence({"maskcut_loop": tmp_path / "absent.csv"}) == {}
+
+
+def test_committed_benchmarks_cover_every_edge_source_and_both_loops(project_root, embedded):
+    """The committed propagate_rule.csv measures both rules with every edge source of the workflow,
+    the ORACLE included (labelled); maskcut_loop.csv both loops."""
+    from trace_edges.edges import display_name
+    ev = load_evidence({name: project_root / path for name, path in EVIDENCE.items()})
+    have = {(r["rule"], r["edge_source"]) for r in ev["propagate_rule"]}
+    for source in embedded["edges"]["sources"]:
+        for rule in ("irn", "per_mask"):
+            assert (rule, display_name(source)) in have, (rule, source)
+    assert {r["loop"] for r in ev["maskcut_loop"]} == {"cutler", "earlier"}
+    assert "init/sampled" in ev["lrec_gradient"]["summary"]
 
 
 def test_promerge_rows_name_their_overlay_and_fill_from_an_imported_promerge_run(project_root, paper, embedded):

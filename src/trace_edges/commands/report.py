@@ -73,6 +73,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--summary", required=True, help="tables/summary.json")
     p.add_argument("--ablations", default=None, help="ablations/ablations_tidy.csv (optional)")
     p.add_argument("--speed", default=None, help="results/benchmarks/speed_<preset>.json (optional)")
+    p.add_argument("--evidence", action="append", default=[], metavar="NAME=PATH",
+                   help="a benchmark measuring a protocol choice (names: report.paper_vs_ours.EVIDENCE; optional)")
     p.add_argument("--out", nargs="+", required=True, help="output Markdown file(s)")
     p.set_defaults(func=run_paper_vs_ours)
 
@@ -161,4 +163,5 @@ def run_paper_vs_ours(args: argparse.Namespace) -> None:
         config = validate(json.loads(args.config), where="--config")
     except json.JSONDecodeError as exc:
         raise ConfigError(f"--config is not valid JSON ({exc})") from exc
-    build_paper_vs_ours(config, args.summary, args.out, ablations_csv=args.ablations, speed_json=args.speed)
+    build_paper_vs_ours(config, args.summary, args.out, ablations_csv=args.ablations, speed_json=args.speed,
+                        evidence=_kv(args.evidence))

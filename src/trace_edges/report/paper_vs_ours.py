@@ -55,6 +55,40 @@ def load_notes(path: str | Path = NUMBERS) -> list[str]:
     return [str(n) for n in yaml.safe_load(Path(path).read_text(encoding="utf-8")).get("notes") or []]
 
 
+#: measurements made outside the DAG (benchmarks/, committed) that the "Protocol choices (issue 14)"
+#: section reads; the rule paper_vs_ours passes those that exist (``--evidence NAME=PATH``)
+EVIDENCE = {
+    "propagate_rule": "results/benchmarks/propagate_rule.csv",   # benchmarks/bench_propagate_rule.py
+    "maskcut_loop": "results/benchmarks/maskcut_loop.csv",       # benchmarks/bench_maskcut_loop.py
+    "lrec_gradient": "results/benchmarks/lrec_gradient.json",    # benchmarks/bench_lrec_gradient.py
+}
+_EVIDENCE_COLUMNS = {"propagate_rule": {"rule", "edge_source", "AP", "AR100", "images"},
+                     "maskcut_loop": {"loop", "AP", "AR100", "masks", "images_differing", "images", "model"}}
+
+
+def load_evidence(paths: Mapping[str, str | Path | None]) -> dict[str, Any]:
+    """``{name: rows (CSV) or dict (JSON)}`` for each :data:`EVIDENCE` file given that exists."""
+    from trace_edges.errors import ConfigError, DataError
+
+    out: dict[str, Any] = {}
+    for name, path in paths.items():
+        if name not in EVIDENCE:
+            raise ConfigError(f"unknown evidence {name!r}", fix=f"use one of {sorted(EVIDENCE)}")
+        if not path or not Path(path).is_file():
+            continue
+        if str(path).endswith(".json"):
+            out[name] = read_json(path, what=f"{name} benchmark")
+            continue
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        need = _EVIDENCE_COLUMNS[name]
+        if not rows or not need <= set(rows[0]):
+            raise DataError(f"{name} CSV lacks the columns {sorted(need - set(rows[0] if rows else ()))}",
+                            path=path, fix=f"rerun the benchmark that writes {EVIDENCE[name]}")
+        out[name] = rows
+    return out
+
+
 def load_ablations(path: str | Path | None) -> tuple[dict[tuple[str, str, str], float], dict[tuple[str, str], float]]:
     """(grid, cell, metric) -> value from ablations_tidy.csv, (grid, cell) -> ms from ablations_latency.csv."""
     values: dict[tuple[str, str, str], float] = {}
@@ -77,8 +111,11 @@ class RunFacts:
     """What the run measured and how (preset, dataset, model, proposals)."""
 
     def __init__(self, config: Mapping[str, Any], summary: Mapping[str, Any],
-                 ablations_csv: str | Path | None = None, speed: Mapping[str, Any] | None = None):
+                 ablations_csv: str | Path | None = None, speed: Mapping[str, Any] | None = None,
+                 evidence: Mapping[str, Any] | None = None):
         self.config = config
+        #: the benchmarks' measurements of the protocol choices (:func:`load_evidence`); absent ones are missing
+        self.evidence = dict(evidence or {})
         self.summary = summary
         self.ablation, self.latency = load_ablations(ablations_csv)
         self.speed = speed
@@ -184,8 +221,71 @@ def _fmt(v: float | None, metric: str) -> str:
     return text + ("×" if metric == "speed-up" else "")
 
 
-def student_protocol(config: Mapping[str, Any]) -> list[str]:
-    """The student's protocol choices of this run beside the paper's (issue 14), one line each."""
+def _maskcut_line(config: Mapping[str, Any], rows: Sequence[Mapping[str, str]] | None) -> str:
+    mc = (config.get("proposals") or {}).get("maskcut") or {}
+    method = config["proposals"]["method"]
+    line = ("* **MaskCut loop.** Paper: MaskCut as CutLER runs it. Ours: CutLER's `maskcut_forward` loop "
+            f"(N = {mc.get('n_masks', 3)} rounds, a rejected round counts; the size (≤ {mc.get('min_frac', 0.01):g} of "
+            f"the patches) and IoU (> {mc.get('max_iou', 0.5):g} with the previous round's mask) checks only from "
+            "round 1; a rejected round removes nothing from the graph and leaves an empty previous mask), not the "
+            "earlier loop that checked the size from round 0 and stopped at the first rejection. "
+            + ("This run's proposals are MaskCut's. " if method == "maskcut" else
+               f"This run's proposals are `{method}`, so the loop does not act on its numbers. "))
+    by = {r["loop"]: r for r in rows or ()}
+    if not {"cutler", "earlier"} <= set(by):
+        return line + ("Effect not measured: run `python benchmarks/bench_maskcut_loop.py` "
+                       f"(→ `{EVIDENCE['maskcut_loop']}`).")
+    c, e = by["cutler"], by["earlier"]
+    return line + (f"Measured (`{EVIDENCE['maskcut_loop']}`, {c['images']} embedded images, {c['model']}; CutLER's "
+                   f"loop vs the earlier one): proposals differ on {c['images_differing']} of "
+                   f"{c['images']} images, {c['masks']} vs {e['masks']} masks, class-agnostic AP/AR100 ×100 "
+                   f"{c['AP']}/{c['AR100']} vs {e['AP']}/{e['AR100']}.")
+
+
+def _propagate_line(config: Mapping[str, Any], rows: Sequence[Mapping[str, str]] | None) -> str:
+    rule = config["bgp"]["propagate"]["rule"]
+    head = ("* **BGP propagation rule.** Paper: IRN-style propagation, decision rule not stated. Ours: "
+            + ("`irn`, IRN's own rule (scores / one global maximum, argmax against a constant background "
+               f"{config['bgp']['propagate']['threshold']:g}; disjoint masks, so the merge step only fuses identical "
+               "masks)" if rule == "irn" else
+               "`per_mask` (each piece / its own maximum, kept above the threshold and the propagated background; "
+               "masks may overlap and merge)")
+            + f" (`bgp.propagate.rule: {rule}`).")
+    pairs: dict[str, dict[str, Mapping[str, str]]] = {}
+    for r in rows or ():
+        if r["rule"] in ("irn", "per_mask"):
+            pairs.setdefault(r["edge_source"], {})[r["rule"]] = r
+    pairs = {s: p for s, p in pairs.items() if len(p) == 2}
+    if not pairs:
+        return head + (f" Effect not measured: run `python benchmarks/bench_propagate_rule.py` "
+                       f"(→ `{EVIDENCE['propagate_rule']}`).")
+    n = next(iter(pairs.values()))["irn"]["images"]
+    cells = "; ".join(f"{s} {p['irn']['AP']}/{p['irn']['AR100']} vs {p['per_mask']['AP']}/{p['per_mask']['AR100']}"
+                      for s, p in pairs.items())
+    better = sum(float(p["irn"]["AP"]) >= float(p["per_mask"]["AP"])
+                 and float(p["irn"]["AR100"]) >= float(p["per_mask"]["AR100"]) for p in pairs.values())
+    return (head + f" Measured (`{EVIDENCE['propagate_rule']}`: {n} embedded images, Felzenszwalb proposals, "
+            f"class-agnostic AP/AR100 ×100, irn vs per_mask): {cells}. irn ≥ per_mask on both in {better} of "
+            f"{len(pairs)} edge sources.")
+
+
+def _lrec_line(loss: Mapping[str, Any], grad: Mapping[str, Any] | None) -> str:
+    lo, hi = (loss.get("rec_t") or [0, 0])
+    if hi == 0:
+        return "Î decoded from the t = 0 pass (gradient on the LoRA ∝ σ(0) ≈ 0.003: the term barely acts)"
+    rec = f"Î decoded from a second LoRA pass at t ~ U{{{lo}..{hi}}} (x̂_0 from x_t), so the term reaches the LoRA"
+    summ = (grad or {}).get("summary") or {}
+    if "init/sampled" in summ and "init/t0" in summ:
+        return rec + (f" (measured median ‖∇L_rec‖/‖∇Dice‖ on the LoRA {summ['init/sampled']['median_ratio']:.2f} vs "
+                      f"{summ['init/t0']['median_ratio']:.4f} at t = 0: `{EVIDENCE['lrec_gradient']}`)")
+    return rec + " (gradient ratio not measured: run `python benchmarks/bench_lrec_gradient.py`)"
+
+
+def protocol_choices(config: Mapping[str, Any], evidence: Mapping[str, Any] | None = None) -> list[str]:
+    """The run's five protocol choices of issue 14 beside the paper's, one line each: the MaskCut loop,
+    the student's training images, decoder and L_rec, and BGP's propagation rule, each with its measured
+    effect where a benchmark measured it (read from :data:`EVIDENCE`'s files, never typed in)."""
+    evidence = evidence or {}
     st = config.get("student") or {}
     td, dec, loss = st.get("train_data") or {}, st.get("decoder") or {}, st.get("loss") or {}
     if td.get("transductive"):
@@ -198,20 +298,18 @@ def student_protocol(config: Mapping[str, Any]) -> list[str]:
     layers, hidden = int(dec.get("layers", 1)), int(dec.get("hidden", 32))
     n_par = 4096 * (9 * (hidden if layers > 1 else 1)) + (
         (layers - 2) * (hidden * hidden * 9 + hidden) + hidden * 9 + hidden + 1 if layers > 1 else 1)
-    lo, hi = (loss.get("rec_t") or [0, 0])
-    rec = ("Î decoded from the t = 0 pass (gradient on the LoRA ∝ σ(0) ≈ 0.003: the term barely acts)"
-           if hi == 0 else f"Î decoded from a second LoRA pass at t ~ U{{{lo}..{hi}}} (x̂_0 from x_t), so the "
-           "term reaches the LoRA (measured ‖∇L_rec‖/‖∇Dice‖ on the LoRA ≈ 0.8 vs 0.007 at t = 0: "
-           "results/benchmarks/lrec_gradient.json)")
+    rec = _lrec_line(loss, evidence.get("lrec_gradient"))
     return [
-        "## Student protocol (issue 14)",
+        "## Protocol choices (issue 14)",
         "",
+        _maskcut_line(config, evidence.get("maskcut_loop")),
         f"* **Training images.** Paper: ImageNet (authors' README). Ours: {data}.",
         f"* **Edge decoder.** Paper: 0.1 MB (Table 9). Ours: {layers} conv layer(s)"
         + (f" × {hidden} channels" if layers > 1 else "") + f" = {n_par:,} parameters ({4 * n_par / 1e6:.2f} MB "
         "float32) at SD3.5-L 1024 px (4096 attention channels); each student's model.json reports its own.",
         f"* **L_rec.** Paper: ‖I − Î‖² with Î from the frozen VAE. Ours: {rec}. SSIM(I, Î) is reported in the "
         "L_rec ablation rows above.",
+        _propagate_line(config, evidence.get("propagate_rule")),
         "",
     ]
 
@@ -251,7 +349,7 @@ def render(entries: Sequence[Mapping[str, Any]], facts: RunFacts, *, provenance:
         paper = "–" if e.get("paper") is None else _fmt(float(e["paper"]), e["metric"])
         lines.append(f"| {e['row']} | {e['setting']} | {e['metric']} | {paper} | {_fmt(a['ours'], e['metric'])} | "
                      f"{a['status']} | {a['note']} |")
-    lines += [""] + student_protocol(cfg)
+    lines += [""] + protocol_choices(cfg, facts.evidence)
     if notes:
         lines += ["## Notes", ""] + [f"* {n}" for n in notes] + [""]
     lines += ["## Summary", ""] + [f"* {k}: {v}" for k, v in sorted(counts.items())] + [""]
@@ -260,12 +358,12 @@ def render(entries: Sequence[Mapping[str, Any]], facts: RunFacts, *, provenance:
 
 def build_paper_vs_ours(config: Mapping[str, Any], summary_json: str | Path, out_paths: Sequence[str | Path], *,
                         ablations_csv: str | Path | None = None, speed_json: str | Path | None = None,
-                        numbers: str | Path = NUMBERS) -> str:
+                        numbers: str | Path = NUMBERS, evidence: Mapping[str, str | Path] | None = None) -> str:
     from trace_edges import provenance
 
     summary = read_json(summary_json, what="results summary")
     speed = read_json(speed_json, what="speed benchmark") if speed_json and Path(speed_json).is_file() else None
-    facts = RunFacts(config, summary, ablations_csv, speed)
+    facts = RunFacts(config, summary, ablations_csv, speed, evidence=load_evidence(evidence or {}))
     text = render(load_numbers(numbers), facts, provenance={"git": provenance.git_describe() or "unknown"},
                   notes=load_notes(numbers))
     for p in out_paths:
@@ -273,5 +371,5 @@ def build_paper_vs_ours(config: Mapping[str, Any], summary_json: str | Path, out
     return text
 
 
-__all__ = ["MISSING", "NEEDS", "PROXY", "REAL_PROXY", "REPRODUCED", "RunFacts", "assess", "build_paper_vs_ours",
-           "load_notes", "load_numbers", "render"]
+__all__ = ["EVIDENCE", "MISSING", "NEEDS", "PROXY", "REAL_PROXY", "REPRODUCED", "RunFacts", "assess",
+           "build_paper_vs_ours", "load_evidence", "load_notes", "load_numbers", "protocol_choices", "render"]
