@@ -96,6 +96,30 @@ def _matcher_reseed() -> Callable[[], None] | None:
     return lambda: reseed(address, MATCHER_SEED)
 
 
+@functools.lru_cache(maxsize=1)
+def matcher_kofn() -> Callable[[int, int, int], None] | None:
+    """The BSDS matcher's own ``kOfN(k, n, int* values)`` (k sorted distinct integers of [0, n) from
+    its global RNG), callable with a raw address; None when the symbol is not found."""
+    if _matcher_reseed() is None:
+        return None
+    path = getattr(sys.modules.get("pyEdgeEval._lib.correspond_pixels"), "__file__", None)
+    try:
+        fn = ctypes.CDLL(path)._Z4kOfNiiPi  # void kOfN(int, int, int*)
+    except (OSError, AttributeError, TypeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
+    fn.restype = None
+    return fn
+
+
+def reseed_matcher() -> None:
+    """Reseed the BSDS matcher's RNG with :data:`MATCHER_SEED`, as before every reference call."""
+    reseed = _matcher_reseed()
+    if reseed is None:
+        raise RuntimeError("pyEdgeEval's BSDS matcher RNG cannot be seeded (symbols not found)")
+    reseed()
+
+
 def matcher_is_seeded() -> bool:
     return _matcher_reseed() is not None
 
