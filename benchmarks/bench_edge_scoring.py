@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Benchmark per-image edge scoring: the reference matcher (pyEdgeEval's BSDS correspond_pixels)
-vs the fast split matcher (``score.edges.matcher``), and how far their numbers differ.
+vs the fast matcher (``score.edges.matcher``), and whether their numbers differ.
 
 For each embedded coco_mini image, one process, this times ``image_counts`` (NMS when the map is
 soft, thresholding, BSDS thinning, matching: the per-image part of ``score-edges``) at 99
@@ -10,6 +10,12 @@ CPU seconds (``time.process_time``; the stable figure on a shared machine) are r
 the number of thresholds whose matched count differs and the largest difference in pixels.
 From the per-image counts it also computes ODS / OIS / AP of both matchers over the images
 (pyEdgeEval's aggregation, as ``evaluate_edges``).
+
+It also measures, on the reference run itself, what reusing a match would save when a
+threshold's thinned map equals the previous matched one (the reference path matches every
+distinct ``pred >= t``): each ``correspond_pixels`` call is timed, and
+``reference_reuse_cpu_s`` is the reference time minus the calls whose input repeats the
+previous call's.
 
 Writes ``results/benchmarks/edge_scoring.json`` (+ ``.csv``, one row per image and map kind).
 
@@ -66,15 +72,30 @@ def main(argv: list[str] | None = None) -> int:
     me.image_counts(np.zeros((8, 8)), np.zeros((8, 8), bool), 3)  # imports, outside the timings
 
     rows, counts = [], {(k, m): [] for k in KINDS for m in me.MATCHERS}
+    calls: list[tuple[bool, float]] = []  # (input equals the previous call's, CPU seconds)
+    plain, last = me.correspond_pixels, [None]
+
+    def timed_correspond_pixels(binary, gt, max_dist):
+        same = last[0] is not None and np.array_equal(last[0], binary)
+        c0 = time.process_time()
+        out = plain(binary, gt, max_dist)
+        calls.append((same, time.process_time() - c0))
+        last[0] = binary
+        return out
+
+    me.correspond_pixels = timed_correspond_pixels  # the reference path looks it up at call time
     for i in ids:
         rgb = load_rgb(root / "images" / f"{i:012d}.jpg")
         for kind, source in KINDS.items():
             pred = get_edge_source(source).compute(rgb)
             res = {}
+            calls.clear()
+            last[0] = None
             for m in ("reference", "fast"):
                 res[m] = timed(lambda: me.image_counts(pred, gts[i], args.thresholds, apply_nms="auto",
                                                        matcher=m))
                 counts[(kind, m)].append(res[m][0])
+            repeated = sum(t for same, t in calls if same)
             ref, fast = res["reference"][0][0], res["fast"][0][0]
             diff = fast - ref
             row = {"image_id": i, "kind": kind, "source": source, "height": pred.shape[0],
@@ -82,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
                    "reference_s": round(res["reference"][1], 4), "fast_s": round(res["fast"][1], 4),
                    "reference_cpu_s": round(res["reference"][2], 4), "fast_cpu_s": round(res["fast"][2], 4),
                    "speedup_cpu": round(res["reference"][2] / max(res["fast"][2], 1e-9), 2),
+                   "reference_calls": len(calls), "reference_calls_repeating": sum(c[0] for c in calls),
+                   "reference_reuse_cpu_s": round(res["reference"][2] - repeated, 4),
+                   "speedup_reuse_cpu": round(res["reference"][2] / max(res["reference"][2] - repeated, 1e-9), 3),
                    "thresholds_differing": int((diff != 0).sum()),
                    "max_abs_count_diff": int(np.abs(diff).max()),
                    "fast_minus_reference_min": int(diff.min()), "fast_minus_reference_max": int(diff.max())}
@@ -102,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             "fast_cpu_s_per_image": statistics.mean(x["fast_cpu_s"] for x in r),
             "speedup_total_cpu": sum(x["reference_cpu_s"] for x in r) / sum(x["fast_cpu_s"] for x in r),
             "speedup_per_image_min": min(speed), "speedup_per_image_median": statistics.median(speed),
+            "speedup_total_cpu_reuse_only": sum(x["reference_cpu_s"] for x in r)
+            / sum(x["reference_reuse_cpu_s"] for x in r),
             "image_threshold_pairs": len(r) * args.thresholds,
             "image_threshold_pairs_differing": sum(x["thresholds_differing"] for x in r),
             "max_abs_count_diff": max(x["max_abs_count_diff"] for x in r),

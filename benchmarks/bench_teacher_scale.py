@@ -46,7 +46,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from _measure import PeakRSS, machine_info  # noqa: E402
 
 FIELDS = ("family", "resolution", "tokens", "blocks", "heads", "head_dim", "params_denoiser", "depth", "device",
-          "dtype", "steps", "bare_s_per_image", "teacher_s_per_image", "overhead", "peak_mem_mb", "map_mode")
+          "dtype", "steps", "bare_s_per_image", "teacher_s_per_image", "overhead", "peak_mem_mb", "map_mode",
+          "sa_kernel")
 IMAGE = ROOT / "data" / "coco_mini" / "images" / "000000397133.jpg"
 
 #: (family, resolution, depth, dtype, naive check); depth None = full
@@ -181,7 +182,7 @@ def worker(family: str, resolution: int, depth, dtype_name: str, device_name: st
         kept[t] = ([q.cpu() for q in qs], [k.cpu() for k in ks], g, scales)
 
     bb.encode = lambda _rgb: x0  # the walk starts from the same latent; the encode is not timed
-    params = dict(TEACHER, stride=stride)
+    params = dict(TEACHER, stride=stride, sa_kernel=os.environ.get("TRACE_EDGES_SA_KERNEL", "auto"))
     mem.reset()
     res = run_teacher(bb, rgb, params, on_step=keep if naive else None)
     _sync(device)
@@ -189,8 +190,12 @@ def worker(family: str, resolution: int, depth, dtype_name: str, device_name: st
     teacher_s = res.info["walk_s"]
     n = out_grid[0] * out_grid[1]
     d_max = max(head_dims)
-    # the all-heads logits buffer (WORK_MB) + its head sum + one block's Q/K
-    block_ws = WORK_MB + (ACC_ROWS * n * 4 + 2 * max(heads) * n * d_max * 4) / 2 ** 20
+    kernel = res.info.get("sa_kernel")
+    if kernel == "triton":   # the fused kernel: its per-head log-sum-exp + one block's Q/K
+        block_ws = (max(heads) * n * 4 + 2 * max(heads) * n * d_max * 4) / 2 ** 20
+    else:   # the all-heads logits buffer (WORK_MB; 1 GiB on a GPU) + its head sum + one block's Q/K
+        work = WORK_MB if device.type == "cpu" else 1024
+        block_ws = work + (ACC_ROWS * n * 4 + 2 * max(heads) * n * d_max * 4) / 2 ** 20
     row = {
         "family": family, "resolution": resolution, "tokens": n, "blocks": len(sites),
         "heads": heads[0] if len(heads) == 1 else "/".join(map(str, heads)),
@@ -199,7 +204,7 @@ def worker(family: str, resolution: int, depth, dtype_name: str, device_name: st
         ("+".join(map(str, depth)) if isinstance(depth, (tuple, list)) else str(depth)),
         "device": device_name, "dtype": dtype_name, "steps": len(steps), "bare_s_per_image": round(bare_s, 3),
         "teacher_s_per_image": round(teacher_s, 3), "overhead": round(teacher_s / bare_s, 3),
-        "peak_mem_mb": round(teacher_peak, 1), "map_mode": res.info["map_mode"],
+        "peak_mem_mb": round(teacher_peak, 1), "map_mode": res.info["map_mode"], "sa_kernel": kernel,
     }
     extra = {"build_s": round(build_s, 1), "grids": sorted({tuple(g) for g in grids}),
              "memory_check": {"bare_peak_mb": round(bare_peak, 1), "teacher_peak_mb": round(teacher_peak, 1),
@@ -242,7 +247,8 @@ def _part_path(args, row) -> Path:
     family, res, depth, dtype, naive = row
     d = "full" if depth is None else "-".join(map(str, depth)) if isinstance(depth, (tuple, list)) else depth
     name = f"{family}_{res}_{d}_{dtype}{'_naive' if naive else ''}.json"
-    return Path(args.out_dir) / f".teacher_scale_{args.preset}" / name
+    kernel = "" if args.sa_kernel == "auto" else f"_{args.sa_kernel}"
+    return Path(args.out_dir) / f".teacher_scale_{args.preset}{kernel}" / name
 
 
 def _run_row(args, row) -> dict[str, Any]:
@@ -257,7 +263,8 @@ def _run_row(args, row) -> dict[str, Any]:
            "--worker-out", str(out), "--preset", args.preset]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), HF_HUB_OFFLINE="1", TRACE_EDGES_NO_PROGRESS="1")
+    path = os.pathsep.join([str(ROOT / "src")] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
+    env = dict(os.environ, PYTHONPATH=path, HF_HUB_OFFLINE="1", TRACE_EDGES_NO_PROGRESS="1")
     load0 = os.getloadavg()
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, env=env)
@@ -278,11 +285,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default=None, help="comma-separated families to run (default: every row)")
     ap.add_argument("--out-dir", default=str(ROOT / "results" / "benchmarks"))
     ap.add_argument("--resume", action="store_true", help="reuse the rows an interrupted run finished")
+    ap.add_argument("--sa-kernel", choices=("auto", "torch", "triton"), default="auto",
+                    help="teacher.sa_kernel for every row (not auto: the output name gets a _<kernel> suffix)")
+    ap.add_argument("--collect", action="store_true",
+                    help="write the JSON/CSV from the rows an earlier run finished, running none")
     ap.add_argument("--note", default="", help="free text recorded in the JSON (e.g. machine contention)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--worker-out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     preset = PRESETS[args.preset]
+    os.environ["TRACE_EDGES_SA_KERNEL"] = args.sa_kernel     # the workers read it
     if args.worker:
         family, res, depth, dtype, naive = json.loads(args.worker)
         out = worker(family, res, tuple(depth) if isinstance(depth, list) else depth, dtype, preset["device"],
@@ -291,14 +303,23 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     Path(args.out_dir).mkdir(parents=True, exist_ok=True)
     only = set(args.only.split(",")) if args.only else None
-    results = [_run_row(args, r) for r in preset["rows"] if only is None or r[0] in only]
+    rows = [r for r in preset["rows"] if only is None or r[0] in only]
+    if args.collect:
+        results = [json.loads(_part_path(args, r).read_text()) for r in rows if _part_path(args, r).is_file()]
+        if not results:
+            sys.exit(f"--collect: no finished rows under {Path(args.out_dir) / f'.teacher_scale_{args.preset}'}")
+    else:
+        results = [_run_row(args, r) for r in rows]
     for r in results:   # (also for rows resumed from an earlier run)
         if r["extra"].get("naive_check"):
             r["extra"]["memory_check"]["applies"] = False
     stem = "teacher_scale" if args.preset == "cpu" else f"teacher_scale_{args.preset}"
+    if args.sa_kernel != "auto":
+        stem += f"_{args.sa_kernel}"
     summary = {
         "what": __doc__.split("\n\n")[0].strip(),
-        "preset": args.preset, "stride": preset["stride"], "teacher": dict(TEACHER, stride=preset["stride"]),
+        "preset": args.preset, "stride": preset["stride"],
+        "teacher": dict(TEACHER, stride=preset["stride"], sa_kernel=args.sa_kernel),
         "image": str(IMAGE.relative_to(ROOT)), "machine": machine_info(), "threads": args.threads,
         "note": args.note,
         "rows": [r["row"] for r in results if not r["extra"].get("naive_check")],

@@ -43,15 +43,23 @@ def test_job_table():
 def test_gpu_rows_reads_only_full_depth_gpu_rows_of_the_paper_backbone(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "ROOT", tmp_path)
     assert bench.gpu_rows()["status"] == "not measured"
-    path = tmp_path / "results/benchmarks/teacher_scale.json"
-    path.parent.mkdir(parents=True)
+    d = tmp_path / "results/benchmarks"
+    d.mkdir(parents=True)
     cpu = {"family": "sd3", "depth": 2, "device": "cpu", "teacher_s_per_image": 100.0}
-    path.write_text(json.dumps({"rows": [cpu]}))
+    (d / "teacher_scale.json").write_text(json.dumps({"rows": [cpu], "checks": [{"row": cpu}]}))
     assert bench.gpu_rows()["status"] == "not measured"
-    gpu = {"family": "sd3", "depth": "full", "device": "cuda", "teacher_s_per_image": 3.7}
-    path.write_text(json.dumps([cpu, gpu, {**gpu, "family": "flux", "teacher_s_per_image": 1.0}]))
+    gpu = {"family": "sd3", "depth": "full", "device": "cuda", "teacher_s_per_image": 5.4}
+    flux = {**gpu, "family": "flux", "teacher_s_per_image": 1.0}
+    (d / "teacher_scale_gpu_torch.json").write_text(json.dumps({"checks": [
+        {"row": cpu}, {"row": gpu, "student": {"student_s_per_image": 0.4}}, {"row": flux}]}))
     got = bench.gpu_rows()
-    assert got["status"] == "measured" and got["teacher_s_per_image"] == 3.7
+    assert got["status"] == "measured" and got["teacher_s_per_image"] == 5.4 and got["student_s_per_image"] == 0.4
+    assert got["source"] == "results/benchmarks/teacher_scale_gpu_torch.json"
+    # a faster measured row in another result file (e.g. the fused kernel's run) wins
+    (d / "teacher_scale_gpu.json").write_text(json.dumps({"checks": [{"row": {**gpu, "teacher_s_per_image": 1.5}}]}))
+    got = bench.gpu_rows()
+    assert got["teacher_s_per_image"] == 1.5 and got["source"] == "results/benchmarks/teacher_scale_gpu.json"
+    assert got["student_s_per_image"] is None
 
 
 def test_projection_arithmetic(monkeypatch):

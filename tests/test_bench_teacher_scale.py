@@ -15,7 +15,9 @@ def bts():
 
 
 def test_row_fields_are_the_issues(bts):
-    assert bts.FIELDS == ("family", "resolution", "tokens", "blocks", "heads", "head_dim", "params_denoiser",
+    """The issue's fields, in its order, plus which kernel built the map (teacher.sa_kernel resolved)."""
+    assert bts.FIELDS[-1] == "sa_kernel"
+    assert bts.FIELDS[:-1] == ("family", "resolution", "tokens", "blocks", "heads", "head_dim", "params_denoiser",
                           "depth", "device", "dtype", "steps", "bare_s_per_image", "teacher_s_per_image",
                           "overhead", "peak_mem_mb", "map_mode")
 

@@ -146,6 +146,7 @@ RESULT_KEYS = {  # every teacher key that changes the trajectory -> a value that
     "trajectory": "noise", "stride": 500, "mode": "fast", "divergence": "jsd", "neighbourhood": 8, "chunk": 64,
     "eps": 1e-6, "t_star": 299, "backbone.guidance": 2.0, "backbone.tiny": False, "backbone.family": "sdxl",
     "backbone.model": "elsewhere",
+    "sa_kernel": "torch",  # the fused kernel: equal to float rounding
     "map_budget_mb": 0,  # the map mode: equal to float rounding, not bitwise (the float16 maps may differ)
 }
 

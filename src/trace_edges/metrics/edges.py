@@ -19,11 +19,12 @@ with three exact changes (all proved equal to pyEdgeEval's own loop in ``tests/t
    give the same binary map, so it is thinned and matched once (Canny's binary maps: once, not
    33/99 times). An empty binary map is not sent to the matcher (it matches nothing).
 
-With ``matcher="fast"`` (``score.edges.matcher``; the default is ``reference``, config.paper.yaml
-uses ``fast``) the BSDS matcher is replaced by
-:mod:`trace_edges.metrics.fast_match`: the same graph and costs with a complete outlier graph,
-split into connected components and solved exactly. Its counts are never below the reference's
-and differ where the BSDS matcher's random outlier sample leaves it sub-optimal (docs/edges.md §5).
+With ``matcher="fast"`` (``score.edges.matcher``) the CSA solve of the BSDS matcher is replaced by
+:mod:`trace_edges.metrics.fast_match`: the same graph (its real edges, its random outlier sample
+rebuilt with the library's own ``kOfN`` after the same reseeding, its overlay), whose matched count
+is found with max-flow and Dijkstra instead of CSA. The counts equal the reference's (measured on
+every image-threshold pair of coco_mini, docs/edges.md §5); a thinned map equal to the previous
+threshold's is matched once.
 
 The dataset aggregation is ``pyEdgeEval.common.binary_label.calculate_metrics`` itself, fed the
 per-image counts: ODS = F1 of the pooled counts, maximised by pyEdgeEval's interpolation between
@@ -94,6 +95,30 @@ def _matcher_reseed() -> Callable[[], None] | None:
     reseed.restype = None
     address = ctypes.addressof(rng)
     return lambda: reseed(address, MATCHER_SEED)
+
+
+@functools.lru_cache(maxsize=1)
+def matcher_kofn() -> Callable[[int, int, int], None] | None:
+    """The BSDS matcher's own ``kOfN(k, n, int* values)`` (k sorted distinct integers of [0, n) from
+    its global RNG), callable with a raw address; None when the symbol is not found."""
+    if _matcher_reseed() is None:
+        return None
+    path = getattr(sys.modules.get("pyEdgeEval._lib.correspond_pixels"), "__file__", None)
+    try:
+        fn = ctypes.CDLL(path)._Z4kOfNiiPi  # void kOfN(int, int, int*)
+    except (OSError, AttributeError, TypeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
+    fn.restype = None
+    return fn
+
+
+def reseed_matcher() -> None:
+    """Reseed the BSDS matcher's RNG with :data:`MATCHER_SEED`, as before every reference call."""
+    reseed = _matcher_reseed()
+    if reseed is None:
+        raise RuntimeError("pyEdgeEval's BSDS matcher RNG cannot be seeded (symbols not found)")
+    reseed()
 
 
 def matcher_is_seeded() -> bool:
@@ -172,7 +197,7 @@ def _match_counts(binary: np.ndarray, *, gt: np.ndarray, gt_sum: int, max_dist: 
 MATCHERS = ("fast", "reference")
 MATCHER_IMPL = {
     "reference": "pyEdgeEval._lib.correspond_pixels (BSDS matchEdgeMaps, outlier_cost 100)",
-    "fast": "trace_edges.metrics.fast_match (BSDS costs, complete outlier graph, exact per component)",
+    "fast": "trace_edges.metrics.fast_match (the BSDS graph with its seeded outlier sample; max-flow + Dijkstra)",
 }
 
 
@@ -183,10 +208,9 @@ def image_counts(pred: np.ndarray, gt: np.ndarray, thresholds: int | Sequence[fl
 
     ``matcher="reference"`` is ``pyEdgeEval.common.binary_label.evaluate_boundaries_threshold``
     with the seeded matcher (see the module docstring). ``matcher="fast"`` computes the same
-    thresholds, thinning and totals, with the matched counts from the exact split matcher of
-    :mod:`trace_edges.metrics.fast_match` (equal to the reference's except where its random
-    outlier graph makes the BSDS matcher sub-optimal, docs/edges.md §5), and it matches a
-    thinned map equal to the previous threshold's only once.
+    thresholds, thinning and totals, with the matched counts of the same BSDS graph counted by
+    :mod:`trace_edges.metrics.fast_match` (equal to the reference's, docs/edges.md §5), and it
+    matches a thinned map equal to the previous threshold's only once.
     """
     if matcher not in MATCHERS:
         raise ValueError(f"matcher must be one of {MATCHERS}, got {matcher!r}")
@@ -479,7 +503,7 @@ def metrics_from_counts(
             "cldice_tolerance_px": int(cldice_tolerance_px),
             "matcher": matcher,
             "matcher_impl": (MATCHER_IMPL[matcher]),
-            "matcher_seed": (MATCHER_SEED if matcher_is_seeded() else None) if matcher == "reference" else None,
+            "matcher_seed": MATCHER_SEED if matcher_is_seeded() else None,  # both matchers draw its outlier sample
         },
     }
 

@@ -24,6 +24,7 @@ rounding; tests force each mode.
 
 from __future__ import annotations
 
+import logging
 from typing import Sequence
 
 import torch
@@ -31,12 +32,43 @@ import torch
 from trace_edges.teacher.divergence import (DEFAULT_EPS, Grid, _pairs, _query_index, _scale, _shift_index,
                                             _upsample_keys, row_divergence, sa_rows)
 
+log = logging.getLogger(__name__)
+
 MAP_MODES = ("materialised", "chunked")
 
 #: output rows per chunk when adding an upsampled (lower-resolution) block into the map
 ACC_ROWS = 256
 #: MiB of the per-chunk logits buffer ``heads x rows x n_b`` (CPU; one map of SD3.5-L at 1024 px)
 WORK_MB = 64
+
+
+SA_KERNELS = ("auto", "torch", "triton")
+
+
+def resolve_kernel(kernel: str, device: torch.device | str) -> str:
+    """``teacher.sa_kernel`` -> the path that runs: ``auto`` = triton where it can run (CUDA + Triton),
+    else torch; ``triton`` where it cannot is an error naming the fix."""
+    from trace_edges.teacher import sa_triton
+
+    if kernel not in SA_KERNELS:
+        raise ValueError(f"teacher.sa_kernel must be one of {SA_KERNELS}, got {kernel!r}")
+    if kernel == "torch":
+        return "torch"
+    if not sa_triton.available(device):
+        if kernel == "triton":
+            raise ValueError(f"teacher.sa_kernel: triton needs a CUDA device and the triton package (device "
+                             f"{torch.device(device)}, triton {'missing' if sa_triton.triton is None else 'present'}); "
+                             "use sa_kernel: auto or torch")
+        return "torch"
+    ok, why = sa_triton.self_test(str(torch.device(device)))
+    if ok:
+        return "triton"
+    if kernel == "triton":
+        raise ValueError(f"teacher.sa_kernel: triton failed its self-test on {torch.device(device)} ({why}); "
+                         "use sa_kernel: torch")
+    log.warning("teacher.sa_kernel auto: the Triton kernel failed its self-test on %s (%s); using the PyTorch path",
+                torch.device(device), why)
+    return "torch"
 
 
 def map_bytes(out_grid: Grid) -> int:
@@ -62,7 +94,7 @@ class SAAccumulator:
     """
 
     def __init__(self, grids: Sequence[Grid], out_grid: Grid, *, rows: int = ACC_ROWS, work_mb: float = WORK_MB,
-                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, kernel: str = "torch"):
         if not grids:
             raise ValueError("no attention blocks given")
         self.grids = [tuple(g) for g in grids]
@@ -72,6 +104,9 @@ class SAAccumulator:
         self.work_bytes = max(1, int(work_mb * 2 ** 20))         # the all-heads logits buffer of one chunk
         self.device = torch.device(device)
         self.dtype = dtype
+        self.kernel = resolve_kernel(kernel, self.device)
+        if self.kernel == "triton" and dtype != torch.float32:
+            raise ValueError("sa_kernel triton accumulates into a float32 map")
         self.prev: torch.Tensor | None = None
         self.cur: torch.Tensor | None = None
         self._spare: torch.Tensor | None = None
@@ -100,10 +135,13 @@ class SAAccumulator:
             raise RuntimeError("SAAccumulator.add before begin()")
         if self._added >= len(self.grids):
             raise RuntimeError(f"more blocks than the {len(self.grids)} declared")
-        q, k = q.to(self.device, self.dtype), k.to(self.device, self.dtype)
         heads, n_b, _ = q.shape
         if n_b != grid[0] * grid[1]:
             raise ValueError(f"{n_b} tokens do not fill the grid {grid}")
+        if self.kernel == "triton":
+            self._add_triton(q, k, tuple(grid), scale)
+            return
+        q, k = q.to(self.device, self.dtype), k.to(self.device, self.dtype)
         qs = q * _scale(q, scale)
         kt = k.transpose(1, 2).contiguous()                      # [heads, d, n_b]
         w = 1.0 / (heads * len(self.grids))
@@ -123,6 +161,19 @@ class SAAccumulator:
         del work
         if not same:
             self._add_upsampled(block, tuple(grid), 1.0 / len(self.grids))
+        self._added += 1
+
+    def _add_triton(self, q: torch.Tensor, k: torch.Tensor, grid: Grid, scale: float | None) -> None:
+        """The same sum through the fused kernel, on the captured dtype (bf16 products are exact)."""
+        from trace_edges.teacher.sa_triton import head_prob_sum_
+
+        q, k = q.to(self.device), k.to(self.device)
+        heads, n_b, _ = q.shape
+        same = grid == self.out_grid
+        block = self.cur if same else torch.zeros(n_b, n_b, device=self.device, dtype=self.dtype)
+        head_prob_sum_(block, q, k, _scale(q, scale), 1.0 / (heads * len(self.grids)) if same else 1.0 / heads)
+        if not same:
+            self._add_upsampled(block, grid, 1.0 / len(self.grids))
         self._added += 1
 
     def _add_upsampled(self, block: torch.Tensor, grid: Grid, weight: float) -> None:
@@ -206,5 +257,5 @@ def chunked_step(qs: Sequence[torch.Tensor], ks: Sequence[torch.Tensor], grids: 
     return out, (float(total / N) if prev is not None else None)
 
 
-__all__ = ["ACC_ROWS", "WORK_MB", "MAP_MODES", "SAAccumulator", "abdiv_from_map", "choose_map_mode", "chunked_step",
-           "iep_point_from_maps", "map_bytes"]
+__all__ = ["ACC_ROWS", "WORK_MB", "MAP_MODES", "SA_KERNELS", "SAAccumulator", "resolve_kernel", "abdiv_from_map",
+           "choose_map_mode", "chunked_step", "iep_point_from_maps", "map_bytes"]

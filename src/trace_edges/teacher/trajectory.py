@@ -100,7 +100,7 @@ def run_teacher(backbone: Any, rgb: np.ndarray, params: Mapping[str, Any], *,
         # GPU: larger chunks (fewer kernel launches; memory is not the constraint there)
         cpu = x0.device.type == "cpu"
         acc = SAAccumulator(grids, out_grid, device=x0.device, rows=ACC_ROWS if cpu else 4096,
-                            work_mb=WORK_MB if cpu else 1024)
+                            work_mb=WORK_MB if cpu else 1024, kernel=params.get("sa_kernel", "auto"))
     store = acc is None or on_step is not None
     prev = None
     x = x0
@@ -146,7 +146,7 @@ def run_teacher(backbone: Any, rgb: np.ndarray, params: Mapping[str, Any], *,
     return TeacherResult(steps=list(steps), grid=_largest_grid(grids), abdiv=np.stack(maps), divergence_curve=curve,
                          t_star=t_star, info={"blocks": len(grids), "grids": sorted(set(grids)),
                                               "map_mode": map_mode if mode == "exact" else "fast",
-                                              "walk_s": walk_s})
+                                              "sa_kernel": None if acc is None else acc.kernel, "walk_s": walk_s})
 
 
 def upsample_to_image(grid_map: np.ndarray, height: int, width: int, *, mode: str = "bilinear") -> np.ndarray:
