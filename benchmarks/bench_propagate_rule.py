@@ -66,8 +66,10 @@ def edge_maps(source: str, images: list[dict], rgbs: dict, *, root: Path, run: P
         return ({im["id"]: es.load(im["id"], shape=(im["height"], im["width"])) for im in images},
                 str(stored.relative_to(ROOT) if stored.is_relative_to(ROOT) else stored))
     if source in staged_sources():
-        raise ConfigError(f"edge source {source!r} is written by its own workflow stage and {stored} has no maps",
-                          fix=f"run `snakemake --cores 2 {stored}/manifest.json` first, or pass --run")
+        target = f"results/<preset>/edges/{source}/manifest.json" if stored is None else f"{stored}/manifest.json"
+        raise ConfigError(f"edge source {source!r} is written by its own workflow stage: no stored maps "
+                          f"({'no --run given' if stored is None else f'{stored} has none'})",
+                          fix=f"run `snakemake --cores 2 {target}` first and pass --run results/<preset>")
     if source in gt_sources():
         gt = PanopticEdgeGT(root / "annotations" / "panoptic_mini.json", root / "annotations" / "panoptic_mini",
                             image_ids=[im["id"] for im in images], **cfg["edge_gt"])
