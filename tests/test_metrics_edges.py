@@ -478,3 +478,13 @@ def test_fast_matcher_agrees_with_reference_on_coco_mini(coco_mini, kind, record
     record_property(f"matcher_diff_{kind}", res)
     assert max(res["gaps"].values()) <= 1e-4
     assert res["differ"] == 0 and res["pairs"] == 8 * 33
+
+
+def test_fast_matcher_without_kofn_runs_the_reference(real_crop, monkeypatch):
+    """Where pyEdgeEval's kOfN cannot be found (another build), `fast` warns and runs the
+    reference matcher, so the default configuration still scores."""
+    monkeypatch.setattr(me, "matcher_kofn", lambda: None)
+    pred = real_crop["sobel"]
+    with pytest.warns(RuntimeWarning, match="kOfN"):
+        got = image_counts(pred, real_crop["gt"], 5, matcher="fast")
+    assert all(np.array_equal(a, b) for a, b in zip(got, image_counts(pred, real_crop["gt"], 5)))
