@@ -240,7 +240,7 @@ def image_counts(pred: np.ndarray, gt: np.ndarray, thresholds: int | Sequence[fl
 
 
 class _FastCounts:
-    """``_match_counts`` with the split matcher; the GT neighbourhood is built once per image and
+    """``_match_counts`` with the fast matcher; the GT neighbourhood is built once per image and
     a binary map equal to the previous one reuses its counts."""
 
     def __init__(self, gt: np.ndarray, gt_sum: int, max_dist: float):
