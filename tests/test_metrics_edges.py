@@ -385,6 +385,28 @@ def test_fast_matcher_equals_correspond_pixels_on_synthetic_maps(monkeypatch):
     assert calls and short and overlay, (len(calls), short, overlay)
 
 
+def test_outlier_edges_have_matchedgemaps_structure(real_crop):
+    """The rebuilt outlier sample: 6 links per pixel to other pixels' outlier nodes, 6 per node
+    of the larger side between outlier nodes, all in range, and the same sample every time (the
+    RNG is reseeded), also after a reference call has used the RNG."""
+    from trace_edges.metrics.fast_match import outlier_edges
+
+    for n1, n2 in [(50, 30), (30, 50), (40, 40), (2, 1), (1, 1)]:
+        left, right = outlier_edges(n1, n2)
+        d1, d2, d3 = min(6, n1 - 1), min(6, n2 - 1), min(6, n1, n2)
+        assert left.size == right.size == d1 * n1 + d2 * n2 + d3 * max(n1, n2)
+        a = left < n1  # predicted pixel -> another predicted pixel's outlier node
+        assert a.sum() == d1 * n1 and (right[a] >= n2).all() and (right[a] - n2 != left[a]).all()
+        b = (left >= n1) & (right < n2)  # GT pixel's link, seen from the outlier node
+        assert b.sum() == d2 * n2 and (left[b] - n1 != right[b]).all()
+        c = (left >= n1) & (right >= n2)
+        assert c.sum() == d3 * max(n1, n2) and (left < n1 + n2).all() and (right < n1 + n2).all()
+        assert len(set(zip(left.tolist(), right.tolist()))) == left.size  # no repeated edge
+    first = outlier_edges(50, 30)
+    me.correspond_pixels(real_crop["sobel"] >= 0.1, real_crop["gt"], 0.0075)
+    assert all(np.array_equal(x, y) for x, y in zip(first, outlier_edges(50, 30)))
+
+
 def test_gt_neighbourhood_graph_is_the_bsds_graph(real_crop):
     """The per-threshold real edges (positions within max_dist of a GT pixel, matchEdgeMaps'
     column-major node numbering) == the pairs found by brute force over all pixel pairs."""
@@ -478,3 +500,13 @@ def test_fast_matcher_agrees_with_reference_on_coco_mini(coco_mini, kind, record
     record_property(f"matcher_diff_{kind}", res)
     assert max(res["gaps"].values()) <= 1e-4
     assert res["differ"] == 0 and res["pairs"] == 8 * 33
+
+
+def test_fast_matcher_without_kofn_runs_the_reference(real_crop, monkeypatch):
+    """Where pyEdgeEval's kOfN cannot be found (another build), `fast` warns and runs the
+    reference matcher, so the default configuration still scores."""
+    monkeypatch.setattr(me, "matcher_kofn", lambda: None)
+    pred = real_crop["sobel"]
+    with pytest.warns(RuntimeWarning, match="kOfN"):
+        got = image_counts(pred, real_crop["gt"], 5, matcher="fast")
+    assert all(np.array_equal(a, b) for a, b in zip(got, image_counts(pred, real_crop["gt"], 5)))

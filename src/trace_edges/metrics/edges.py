@@ -240,7 +240,7 @@ def image_counts(pred: np.ndarray, gt: np.ndarray, thresholds: int | Sequence[fl
 
 
 class _FastCounts:
-    """``_match_counts`` with the split matcher; the GT neighbourhood is built once per image and
+    """``_match_counts`` with the fast matcher; the GT neighbourhood is built once per image and
     a binary map equal to the previous one reuses its counts."""
 
     def __init__(self, gt: np.ndarray, gt_sum: int, max_dist: float):
@@ -249,6 +249,11 @@ class _FastCounts:
         self.gt_sum = gt_sum
         self.nb = GTNeighbourhood(gt, max_dist) if gt_sum else None
         self.last: tuple[np.ndarray, tuple[int, int, int, int]] | None = None
+        self.reference = None
+        if self.nb is not None and matcher_kofn() is None:  # cannot rebuild the outlier sample
+            warnings.warn("pyEdgeEval's kOfN symbol not found: matcher 'fast' runs the reference "
+                          "matcher", RuntimeWarning, stacklevel=2)
+            self.reference = functools.partial(_match_counts, gt=gt, gt_sum=gt_sum, max_dist=max_dist)
 
     def __call__(self, binary: np.ndarray) -> tuple[int, int, int, int]:
         if self.last is not None and np.array_equal(self.last[0], binary):
@@ -258,6 +263,8 @@ class _FastCounts:
             counts = (0, 0, 0, pred_sum)
         elif pred_sum == 0:
             counts = (0, self.gt_sum, 0, 0)
+        elif self.reference is not None:
+            counts = self.reference(binary)
         else:
             k = self.nb.match_count(binary)
             counts = (k, self.gt_sum, k, pred_sum)

@@ -34,14 +34,14 @@ This module computes the *size* of that optimum, exactly on the same graph, in t
 
 1. the real edges' maximum matching (Dinic max-flow, ``scipy.sparse.csgraph.maximum_flow``), of
    size ``nu``;
-2. the outlier graph rebuilt with the library's own ``kOfN`` after reseeding (ctypes), and a
-   maximum matching of the outlier edges that the unmatched pixels and the outlier nodes can use;
-   if it is perfect, the BSDS optimum keeps ``nu`` real pairs;
-3. otherwise the Hungarian method completes it to a perfect matching of least cost, with cost
-   -1 per real edge, 0 per outlier edge and +99 per overlay edge (in units of ``ow``): potentials
-   from a König vertex cover of the real matching (every reduced cost of a real or outlier edge
-   is then 0 or 1), a maximum matching of the tight (zero reduced cost) edges, and, while nodes
-   are left free, Dijkstra on the reduced costs to raise the potentials.
+2. the outlier graph rebuilt exactly: the library's own ``kOfN``, called through ctypes after
+   the same reseeding, in matchEdgeMaps' order;
+3. the Hungarian method from the real matching, with cost -1 per real edge, 0 per outlier edge
+   and +99 per overlay edge (in units of ``ow``): potentials from a König vertex cover of the
+   real matching (every reduced cost of a real or outlier edge is then 0 or 1), a max-flow
+   augmentation along the tight (zero reduced cost) edges, which completes the matching with
+   ``nu`` real pairs wherever the outlier sample can absorb the unmatched pixels, and, while
+   nodes are left free, Dijkstra on the reduced costs to raise the potentials.
 
 A perfect matching with ``k`` real pairs and ``o`` overlay edges costs
 ``w(M) + ow (n1 + n2 - k + 99 o)``; step 3 minimises ``-k + 99 o`` (overlay edges included, cost

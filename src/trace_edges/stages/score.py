@@ -77,7 +77,7 @@ class EdgeGT(Mapping):
 def _protocol(params: Mapping[str, Any]) -> dict[str, Any]:
     return {"thresholds": params["thresholds"], "max_dist": params["max_dist"],
             "apply_thinning": params["apply_thinning"], "apply_nms": params["apply_nms"],
-            "matcher": params.get("matcher", "reference")}
+            "matcher": params.get("matcher", "fast")}
 
 
 def _edge_counts_shard(manifest: Mapping[str, Any], edges: EdgeSet, gts: EdgeGT, out_path: Path,
