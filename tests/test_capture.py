@@ -268,3 +268,25 @@ def test_unet_grids_follow_the_latent_shape():
         bb.predict(torch.zeros(shape), 10)
         caps = cap.pop()
     assert [c.q.shape[1] for c in caps] == [s.grid[0] * s.grid[1] for s in sites]
+
+
+def test_lse_tap_keeps_the_output_and_gives_the_forward_lse(bb, z0):
+    """capture_qk(lse=True): the forward's SDPA is answered by the CPU flash kernel it dispatches
+    to anyway (the module output is bitwise the stock one), and each site's lse is the row
+    log-sum-exp over the forward's keys: exactly the image keys' for self-attention sites, an upper
+    bound of it for joint attention (text keys too)."""
+    x_t = _noisy(bb, z0, 499)
+    with torch.inference_mode():
+        ref = bb.predict(x_t, 499)
+        with capture_qk(bb, lse=True) as cap:
+            out = bb.predict(x_t, 499)
+            caps = cap.pop()
+    assert torch.equal(out, ref), "the lse tap changed the model output"
+    for c, s in zip(caps, bb.attention_sites()):
+        assert c.lse is not None and c.lse.shape == c.q.shape[:2], c.name
+        own = torch.logsumexp(c.scale * c.q.float() @ c.k.float().transpose(-1, -2), -1)
+        assert c.lse_image_only == (s.kind == "self"), c.name
+        if c.lse_image_only:
+            torch.testing.assert_close(c.lse, own, rtol=1e-5, atol=1e-5)
+        else:
+            assert bool((c.lse >= own - 1e-5).all()), c.name

@@ -83,7 +83,7 @@ def test_mode_follows_the_budget():
     assert choose_map_mode((16, 16), 0) == "chunked"
 
 
-@pytest.mark.parametrize("family", ["sd15", "sd3"])
+@pytest.mark.parametrize("family", ["sd15", "sd3", "flux"])
 def test_run_teacher_is_the_same_in_both_modes(family, one_torch_thread):
     """The whole teacher forced into each mode (budget 0 -> chunked, 1024 -> materialised):
     the same IEP curve, t* and ABDiv maps; only the memory layout differs."""
@@ -100,3 +100,33 @@ def test_run_teacher_is_the_same_in_both_modes(family, one_torch_thread):
     assert a.t_star == b.t_star
     assert a.divergence_curve == pytest.approx(b.divergence_curve, rel=1e-4)
     np.testing.assert_allclose(a.abdiv, b.abdiv, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-6)])
+def test_lse_path_equals_the_softmax_path(dtype, tol):
+    """The forward's log-sum-exp fast paths (capture_qk(lse=True)) against the definition: over the
+    image keys only (``exp(s q.k - lse)`` is the softmax itself), over image + text keys (a
+    stabiliser, rows renormalised), and a text mass so large that the image keys underflow under
+    it (the chunk falls back to the max-subtracted softmax)."""
+    qs, ks = _blocks(7, dtype=dtype)
+    scales = [0.3, None, 0.5, None, 0.2]
+    ref = aggregate_attention(qs, ks, GRIDS, OUT, scales)
+    g = torch.Generator().manual_seed(8)
+    for case in ("image_only", "with_text", "underflow"):
+        acc = SAAccumulator(GRIDS, OUT, rows=5, work_mb=0.002, dtype=dtype)
+        acc.begin()
+        for q, k, grid, sc in zip(qs, ks, GRIDS, scales):
+            s = q.shape[-1] ** -0.5 if sc is None else sc
+            logits = s * q @ k.transpose(-1, -2)
+            if case == "image_only":
+                lse = torch.logsumexp(logits, -1)
+            else:   # keys of the forward: the image tokens + 6 text tokens
+                k_text = torch.randn(q.shape[0], 6, q.shape[-1], generator=g, dtype=dtype) * 1.5
+                text = s * q @ k_text.transpose(-1, -2)
+                if case == "underflow":
+                    text = text + 200.0
+                lse = torch.logsumexp(torch.cat([logits, text], -1), -1)
+            acc.add_qk(q, k, grid, sc, lse=lse, lse_image_only=case == "image_only")
+        got = acc.end()
+        assert torch.isfinite(got).all(), case
+        assert torch.allclose(got, ref, atol=tol, rtol=tol), (case, float((got - ref).abs().max()))

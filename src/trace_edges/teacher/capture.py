@@ -8,11 +8,19 @@ tokens dropped; the module's output is untouched.) For each
 :class:`~trace_edges.backbones.AttnSite` of a diffusion denoiser, :func:`capture_qk` installs a
 recording processor that
 
-1. recomputes, for the image tokens only, the query and key exactly as the original processor
-   does before its softmax (projections, ``norm_q`` / ``norm_k`` qk-norms, FLUX's rotary
-   embedding on the image positions) together with the softmax scale the original uses;
-2. hands them over as :class:`CapturedQK` (``q, k: [heads, n_img_tokens, head_dim]``);
-3. delegates to the original processor, so the module's output is unchanged.
+1. delegates to the original processor, so the module's output is unchanged;
+2. takes the image tokens' query and key exactly as the original processor hands them to its
+   ``F.scaled_dot_product_attention`` call (after projections, ``norm_q`` / ``norm_k`` qk-norms,
+   FLUX's rotary embedding), together with the softmax scale: the call is seen by a
+   ``TorchFunctionMode`` (:class:`_SDPATap`) active only while the original processor runs, so
+   nothing is recomputed. Processors that do not call SDPA (the classic ``AttnProcessor``, or a
+   non-native diffusers attention backend) fall back to recomputing Q/K from the call's inputs as
+   the processor does (the ``_extract_*`` functions);
+3. with ``capture_qk(..., lse=True)`` on CPU, the tap runs the very kernel ``F.scaled_dot_product_attention``
+   dispatches to (``aten._scaled_dot_product_flash_attention_for_cpu``), which also returns the row
+   log-sum-exp of the attention it computes; the module output is the same tensor. The teacher then
+   needs no max / sum passes to normalise its own softmax (``CapturedQK.lse``);
+4. hands them over as :class:`CapturedQK` (``q, k: [heads, n_img_tokens, head_dim]``).
 
 The attention the teacher uses is then ``softmax(scale * q @ k.T)`` over the image keys, computed
 by the consumer in chunks: an ``N x N`` map is never stored here. For joint attention (SD3,
@@ -38,6 +46,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
 
 from trace_edges.backbones.base import AttnSite
 from trace_edges.errors import TraceEdgesError
@@ -64,6 +74,12 @@ class CapturedQK:
     ``q``, ``k``: ``[heads, n, head_dim]`` with ``n = grid[0] * grid[1]`` (row-major token order);
     the site's attention is ``softmax(scale * q @ k.transpose(-1, -2))`` per head, rows over the
     image keys. Tensors are in the denoiser's dtype (upcast before the softmax for fp16/bf16).
+
+    ``lse`` (``capture_qk(lse=True)``, CPU only, else ``None``): ``[heads, n]`` float32, the row
+    log-sum-exp of ``scale * q @ k_fwd.T`` over the keys the forward attended to. With
+    ``lse_image_only`` those keys were exactly the image tokens, so ``exp(scale * q @ k.T - lse)``
+    *is* the site's attention; otherwise (joint attention: text keys too) ``lse`` is only an upper
+    bound usable as the softmax's stabiliser, the rows still need normalising over the image keys.
     """
 
     name: str
@@ -72,6 +88,8 @@ class CapturedQK:
     scale: float
     grid: tuple[int, int]
     kind: str
+    lse: torch.Tensor | None = None
+    lse_image_only: bool = False
 
     @property
     def heads(self) -> int:
@@ -191,15 +209,16 @@ def _no_context(attn, a, site):
 
 
 @functools.lru_cache(maxsize=1)
-def _known() -> dict[type, Callable]:
+def _known() -> dict[type, tuple[Callable, str | None]]:
+    """processor class -> (the recomputing extractor, where its SDPA call puts the image tokens)."""
     from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0, JointAttnProcessor2_0
     from diffusers.models.transformers.transformer_flux import FluxAttnProcessor
 
     return {
-        AttnProcessor2_0: _extract_attn_processor_2_0,
-        AttnProcessor: _extract_attn_processor,
-        JointAttnProcessor2_0: _extract_joint,
-        FluxAttnProcessor: _extract_flux,
+        AttnProcessor2_0: (_extract_attn_processor_2_0, _LAYOUT_SELF),
+        AttnProcessor: (_extract_attn_processor, None),             # baddbmm + softmax, no SDPA
+        JointAttnProcessor2_0: (_extract_joint, _LAYOUT_FIRST),     # cat([image, context])
+        FluxAttnProcessor: (_extract_flux, _LAYOUT_LAST),           # cat([text, image])
     }
 
 
@@ -216,6 +235,47 @@ def _unknown_processor_error(site: AttnSite, proc: Any) -> CaptureError:
             f"drop xformers / fused projections)")
 
 
+# ---------------------------------------------------------------------------- SDPA tap
+#: where the image tokens sit in the sequence a processor passes to SDPA (None: it calls no SDPA)
+_LAYOUT_SELF, _LAYOUT_FIRST, _LAYOUT_LAST = "self", "image_first", "image_last"
+_SDPA_ARGS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+_LSE_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
+
+
+class _SDPATap(TorchFunctionMode):
+    """Active only while one original processor runs: records the arguments of its
+    ``F.scaled_dot_product_attention`` call(s). With ``want_lse`` (CPU, no mask / dropout / causal /
+    GQA, no autograd) the call is answered by ``aten._scaled_dot_product_flash_attention_for_cpu``,
+    the kernel SDPA itself dispatches to on CPU, which also returns the log-sum-exp."""
+
+    def __init__(self, want_lse: bool):
+        super().__init__()
+        self.want_lse = want_lse
+        self.calls: list[tuple[torch.Tensor, torch.Tensor, float | None, torch.Tensor | None, bool]] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is not F.scaled_dot_product_attention:
+            return func(*args, **kwargs)
+        a = dict(zip(_SDPA_ARGS, args), **kwargs)
+        q, k, v = a["query"], a["key"], a["value"]
+        plain = (a.get("attn_mask") is None and not a.get("dropout_p", 0.0) and not a.get("is_causal", False)
+                 and not a.get("enable_gqa", False))
+        out, lse = None, None
+        if (self.want_lse and plain and q.device.type == "cpu" and q.dtype in _LSE_DTYPES
+                and not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad))):
+            op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+            if op is not None:
+                try:
+                    out, lse = op(q, k, v, dropout_p=0.0, is_causal=False, attn_mask=None, scale=a.get("scale"))[:2]
+                except (RuntimeError, TypeError):  # pragma: no cover - depends on the torch build
+                    out, lse = None, None
+        if out is None:
+            out = func(*args, **kwargs)
+        self.calls.append((q, k, a.get("scale"), lse, plain))
+        return out
+
+
 # ---------------------------------------------------------------------------- recorder
 class _RecordingProcessor:
     """Wraps the original processor of one site: record Q/K, then call the original.
@@ -225,16 +285,29 @@ class _RecordingProcessor:
     (``functools.update_wrapper``), so exactly the same arguments reach the original.
     """
 
-    def __init__(self, capture: QKCapture, site: AttnSite, original: Any, extractor: Callable):
+    def __init__(self, capture: QKCapture, site: AttnSite, original: Any, extractor: Callable,
+                 layout: str | None = None):
         self._capture = capture
         self._site = site
         self._original = original
         self._extractor = extractor
+        self._layout = layout
         self._signature = inspect.signature(original.__call__)
 
         def call(attn, *args, **kwargs):
-            self._record(attn, args, kwargs)
-            return self._original(attn, *args, **kwargs)
+            if self._layout is None:
+                self._record(attn, args, kwargs)
+                return self._original(attn, *args, **kwargs)
+            a = self._bind(attn, args, kwargs)
+            self._precheck(attn, a)
+            tap = _SDPATap(want_lse=self._capture.lse)
+            with tap:
+                out = self._original(attn, *args, **kwargs)
+            if tap.calls:
+                self._record_tapped(attn, a, tap.calls)
+            else:  # a non-native attention backend: recompute Q/K from the inputs as before
+                self._record(attn, args, kwargs)
+            return out
 
         functools.update_wrapper(call, original.__call__)
         self._call = call
@@ -247,16 +320,71 @@ class _RecordingProcessor:
     def original(self) -> Any:
         return self._original
 
-    def _record(self, attn, args, kwargs) -> None:
-        site = self._site
+    def _bind(self, attn, args, kwargs) -> dict[str, Any]:
         try:
             bound = self._signature.bind(attn, *args, **kwargs)
         except TypeError as exc:
-            raise CaptureError(f"site {site.name}: cannot bind the call to "
+            raise CaptureError(f"site {self._site.name}: cannot bind the call to "
                                f"{type(self._original).__name__}.__call__ ({exc})", fix=FIX) from exc
-        a = dict(bound.arguments)
+        return dict(bound.arguments)
+
+    def _precheck(self, attn, a: dict[str, Any]) -> None:
+        """The checks of the extractor that do not compute anything (mask, context stream)."""
+        if self._layout == _LAYOUT_SELF:
+            _no_context(attn, a, self._site)
+        else:
+            _no_mask(attn, a, self._site)
+
+    def _record_tapped(self, attn, a: dict[str, Any], calls) -> None:
+        site = self._site
+        if len(calls) != 1:
+            raise CaptureError(f"site {site.name}: the processor called scaled_dot_product_attention "
+                               f"{len(calls)} times (expected once)", fix=FIX)
+        q, k, scale, lse, plain = calls[0]
+        if not plain:
+            raise CaptureError(f"site {site.name}: scaled_dot_product_attention is called with a mask, "
+                               f"dropout, causal or GQA attention; the image self-attention is not plain", fix=FIX)
+        n = site.n_tokens
+        seq = q.shape[2] if q.ndim == 4 else -1
+        if q.ndim != 4 or k.shape != q.shape:
+            raise CaptureError(f"site {site.name}: SDPA got query {tuple(q.shape)}, key {tuple(k.shape)}; "
+                               f"expected [batch, heads, tokens, head_dim] both", fix=FIX)
+        if self._layout == _LAYOUT_SELF and seq != n:
+            raise CaptureError(f"site {site.name}: {seq} tokens but the site grid {site.grid} has {n}",
+                               fix=FIX + " (or pass the right latent_shape to attention_sites)")
+        if self._layout != _LAYOUT_SELF:
+            n_img_in = a["hidden_states"].shape[1]
+            double = a.get("encoder_hidden_states") is not None
+            if self._layout == _LAYOUT_LAST and not double:  # FLUX single-stream: [text, image] in
+                if site.n_text is not None and n_img_in != site.n_text + n:
+                    raise CaptureError(
+                        f"site {site.name}: single-stream sequence has {n_img_in} tokens, expected "
+                        f"{site.n_text} text + {n} image (grid {site.grid})", fix=FIX)
+            elif n_img_in != n:
+                raise CaptureError(f"site {site.name}: {n_img_in} image tokens but the site grid "
+                                   f"{site.grid} has {n}", fix=FIX)
+            if self._layout == _LAYOUT_LAST and double and site.kind != "joint":
+                raise CaptureError(f"site {site.name}: declared {site.kind!r} but receives a separate text "
+                                   f"stream", fix=FIX)
+            if seq < n:
+                raise CaptureError(f"site {site.name}: SDPA sequence of {seq} tokens is shorter than the "
+                                   f"{n}-token image grid {site.grid}", fix=FIX)
+        img = slice(0, n) if self._layout != _LAYOUT_LAST else slice(seq - n, seq)
+        q, k = q[:, :, img], k[:, :, img]
+        if lse is not None:
+            lse = lse[:, :, img]
+        scale = float(q.shape[-1]) ** -0.5 if scale is None else float(scale)
+        self._finish(attn, q, k, scale, lse, lse_image_only=seq == n)
+
+    def _record(self, attn, args, kwargs) -> None:
+        site = self._site
+        a = self._bind(attn, args, kwargs)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self._capture.detach):
             q, k, scale = self._extractor(attn, a, site)
+        self._finish(attn, q, k, scale)
+
+    def _finish(self, attn, q, k, scale, lse=None, lse_image_only=False) -> None:
+        site = self._site
         if q.ndim != 4 or q.shape[0] != 1:
             raise CaptureError(f"site {site.name}: expected one image (batch 1, no CFG), got query "
                                f"shape {tuple(q.shape)}", fix="call predict with a single latent")
@@ -273,7 +401,10 @@ class _RecordingProcessor:
         q, k = q[0], k[0]
         if self._capture.detach:
             q, k = q.detach(), k.detach()
-        self._capture._add(CapturedQK(site.name, q, k, float(scale), tuple(site.grid), site.kind))
+        if lse is not None:
+            lse = lse[0].detach().float()
+        self._capture._add(CapturedQK(site.name, q, k, float(scale), tuple(site.grid), site.kind, lse,
+                                      bool(lse_image_only and lse is not None)))
 
 
 # ---------------------------------------------------------------------------- ViT encoders
@@ -320,7 +451,7 @@ class QKCapture:
     """Context manager returned by :func:`capture_qk`."""
 
     def __init__(self, sites: Sequence[AttnSite], *, callback: Callable[[CapturedQK], None] | None = None,
-                 store: bool = True, detach: bool = True):
+                 store: bool = True, detach: bool = True, lse: bool = False):
         names = [s.name for s in sites]
         if len(set(names)) != len(names):
             raise ValueError("capture_qk: duplicate site names")
@@ -330,6 +461,7 @@ class QKCapture:
         self.callback = callback
         self.store = store
         self.detach = detach
+        self.lse = lse
         self._buffer: dict[str, CapturedQK] = {}
         self._seen: set[str] = set()
         self._originals: list[tuple[AttnSite, Any]] = []
@@ -351,17 +483,17 @@ class QKCapture:
             if proc is None or not hasattr(site.module, "set_processor"):
                 raise CaptureError(f"site {site.name} ({type(site.module).__name__}) has no attention "
                                    f"processor API (processor / set_processor)", fix=FIX)
-            extractor = known.get(type(proc))
-            if extractor is None:
+            entry = known.get(type(proc))
+            if entry is None:
                 raise _unknown_processor_error(site, proc)
-            plan.append((site, proc, extractor))
+            plan.append((site, proc, entry))
         try:
             for site, proc, extractor in plan:
                 if site.kind == "vit":
                     self._hooks.append(site.module.register_forward_pre_hook(_vit_hook(self, site),
                                                                              with_kwargs=True))
                     continue
-                site.module.set_processor(_RecordingProcessor(self, site, proc, extractor))
+                site.module.set_processor(_RecordingProcessor(self, site, proc, *extractor))
                 self._originals.append((site, proc))
         except BaseException:
             self._restore()
@@ -426,18 +558,20 @@ class QKCapture:
 
 def capture_qk(backbone: Any = None, sites: Iterable[AttnSite] | None = None, *,
                callback: Callable[[CapturedQK], None] | None = None, store: bool = True,
-               detach: bool = True) -> QKCapture:
+               detach: bool = True, lse: bool = False) -> QKCapture:
     """Record image-token Q/K at ``sites`` (default: ``backbone.attention_sites()``).
 
     ``callback(CapturedQK)`` is called for every site as soon as it runs; with ``store=False``
     nothing is buffered (``pop()`` then only checks that every site ran and returns ``[]``).
     ``detach=False`` keeps the autograd graph (for distillation through the attention maps).
+    ``lse=True`` also hands over each site's row log-sum-exp where the forward's own kernel yields it
+    (CPU; :class:`CapturedQK`), at no extra cost to the forward.
     """
     if sites is None:
         if backbone is None:
             raise ValueError("capture_qk needs a backbone or explicit sites")
         sites = backbone.attention_sites()
-    return QKCapture(list(sites), callback=callback, store=store, detach=detach)
+    return QKCapture(list(sites), callback=callback, store=store, detach=detach, lse=lse)
 
 
 def attention_probs(c: CapturedQK, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:

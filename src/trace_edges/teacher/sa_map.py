@@ -28,9 +28,10 @@ import logging
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 
 from trace_edges.teacher.divergence import (DEFAULT_EPS, Grid, _pairs, _query_index, _scale, _shift_index,
-                                            _upsample_keys, row_divergence, sa_rows)
+                                            row_divergence, sa_rows)
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,8 @@ class SAAccumulator:
         self._spare: torch.Tensor | None = None
         self._added = 0
         self._qidx: dict[Grid, torch.Tensor] = {}
+        self._colsums: dict[Grid, torch.Tensor] = {}
+        self._levels: dict[Grid, torch.Tensor] = {}   # per lower-resolution grid: its blocks' rows
 
     def begin(self) -> None:
         """Start a step: the current map becomes the previous one (its buffer from two steps ago
@@ -123,14 +126,24 @@ class SAAccumulator:
         self._spare = None
         self.cur = buf.zero_()
         self._added = 0
+        self._levels.clear()
 
     def add(self, c) -> None:
         """Add one block (a :class:`~trace_edges.teacher.capture.CapturedQK` or anything with
-        ``q``, ``k``, ``scale``, ``grid``) into the current map: mean over heads, weight 1/B."""
-        self.add_qk(c.q, c.k, tuple(c.grid), c.scale)
+        ``q``, ``k``, ``scale``, ``grid``, optionally ``lse`` / ``lse_image_only``) into the current
+        map: mean over heads, weight 1/B."""
+        self.add_qk(c.q, c.k, tuple(c.grid), c.scale, lse=getattr(c, "lse", None),
+                    lse_image_only=bool(getattr(c, "lse_image_only", False)))
 
     @torch.no_grad()
-    def add_qk(self, q: torch.Tensor, k: torch.Tensor, grid: Grid, scale: float | None = None) -> None:
+    def add_qk(self, q: torch.Tensor, k: torch.Tensor, grid: Grid, scale: float | None = None, *,
+               lse: torch.Tensor | None = None, lse_image_only: bool = False) -> None:
+        """``lse`` (``[heads, n_b]``): the forward's row log-sum-exp (``CapturedQK.lse``). With
+        ``lse_image_only`` it is the softmax's own normaliser, so each head's probabilities are one
+        product ``[s*q, -lse] . [k, 1]`` and one ``exp``: no max / sum / divide passes. Otherwise
+        (joint attention: the forward's keys include text tokens) it stabilises the ``exp`` and the
+        rows are normalised over the image keys (one sum, one divide; a chunk whose image mass
+        underflows under it falls back to the max-subtracted softmax)."""
         if self.cur is None:
             raise RuntimeError("SAAccumulator.add before begin()")
         if self._added >= len(self.grids):
@@ -138,12 +151,17 @@ class SAAccumulator:
         heads, n_b, _ = q.shape
         if n_b != grid[0] * grid[1]:
             raise ValueError(f"{n_b} tokens do not fill the grid {grid}")
-        if self.kernel == "triton":
+        if self.kernel == "triton":   # computes its own log-sum-exp over the image keys
             self._add_triton(q, k, tuple(grid), scale)
             return
         q, k = q.to(self.device, self.dtype), k.to(self.device, self.dtype)
+        if lse is not None and tuple(lse.shape) != (heads, n_b):
+            raise ValueError(f"lse must be [{heads}, {n_b}], got {tuple(lse.shape)}")
         qs = q * _scale(q, scale)
-        kt = k.transpose(1, 2).contiguous()                      # [heads, d, n_b]
+        if lse is not None:   # the -lse bias rides in the product: one extra "dimension"
+            qs = torch.cat([qs, -lse.to(self.device, self.dtype)[..., None]], -1)
+            k = torch.cat([k, torch.ones(heads, n_b, 1, device=self.device, dtype=self.dtype)], -1)
+        kt = k.transpose(1, 2).contiguous()                      # [heads, d(+1), n_b]
         w = 1.0 / (heads * len(self.grids))
         same = tuple(grid) == self.out_grid
         block = self.cur if same else torch.zeros(n_b, n_b, device=self.device, dtype=self.dtype)
@@ -151,16 +169,21 @@ class SAAccumulator:
         # every op is a thread barrier), softmax in place in one reused buffer of ~work_mb
         rows = max(1, min(n_b, self.work_bytes // (heads * n_b * block.element_size())))
         work = torch.empty(heads * rows * n_b, device=self.device, dtype=self.dtype)
+        hsum = torch.empty(rows, n_b, device=self.device, dtype=self.dtype)
         for r0 in range(0, n_b, rows):
             r1 = min(n_b, r0 + rows)
             lg = work[:heads * (r1 - r0) * n_b].view(heads, r1 - r0, n_b)
             torch.bmm(qs[:, r0:r1], kt, out=lg)
-            lg.sub_(lg.amax(-1, keepdim=True)).exp_()
-            lg.div_(lg.sum(-1, keepdim=True))                     # softmax over the keys, per head
-            block[r0:r1].add_(lg.sum(0), alpha=w if same else 1.0 / heads)
-        del work
+            if lse is None or not _softmax_from_lse(lg, lse_image_only):
+                if lse is not None:                               # underflowed: start again
+                    torch.bmm(qs[:, r0:r1], kt, out=lg)           # (the max cancels the -lse column)
+                lg.sub_(lg.amax(-1, keepdim=True)).exp_()
+                lg.div_(lg.sum(-1, keepdim=True))                 # softmax over the keys, per head
+            hs = torch.sum(lg, 0, out=hsum[:r1 - r0])
+            block[r0:r1].add_(hs, alpha=w if same else 1.0 / heads)
+        del work, hsum
         if not same:
-            self._add_upsampled(block, tuple(grid), 1.0 / len(self.grids))
+            self._add_level(block, tuple(grid))
         self._added += 1
 
     def _add_triton(self, q: torch.Tensor, k: torch.Tensor, grid: Grid, scale: float | None) -> None:
@@ -173,12 +196,37 @@ class SAAccumulator:
         block = self.cur if same else torch.zeros(n_b, n_b, device=self.device, dtype=self.dtype)
         head_prob_sum_(block, q, k, _scale(q, scale), 1.0 / (heads * len(self.grids)) if same else 1.0 / heads)
         if not same:
-            self._add_upsampled(block, grid, 1.0 / len(self.grids))
+            self._add_level(block, grid)
         self._added += 1
 
-    def _add_upsampled(self, block: torch.Tensor, grid: Grid, weight: float) -> None:
-        """U_{b->max}: keys bilinear + renormalised, queries nearest (as aggregate_attention)."""
-        up = _upsample_keys(block, grid, self.out_grid)           # [n_b, N]
+    def _colsum(self, grid: Grid) -> torch.Tensor:
+        """c[j] = total weight key j of ``grid`` receives in the bilinear upsampling to ``out_grid``,
+        so the sum of an upsampled row ``a`` is ``a @ c`` (the upsampling is linear)."""
+        if grid not in self._colsums:
+            n_b = grid[0] * grid[1]
+            eye = torch.eye(n_b, device=self.device, dtype=self.dtype).reshape(n_b, 1, *grid)
+            up = F.interpolate(eye, size=self.out_grid, mode="bilinear", align_corners=False)
+            self._colsums[grid] = up.sum((1, 2, 3))
+        return self._colsums[grid]
+
+    def _add_level(self, block: torch.Tensor, grid: Grid) -> None:
+        """U_{b->max} keys bilinear + each row renormalised, queries nearest (as aggregate_attention),
+        summed per grid at the block's own resolution: each row is divided by the sum it will have
+        once upsampled (``block @ c``), so one key upsampling + query expansion per grid and step
+        (:meth:`end`) equals the sum of the blocks' own."""
+        block.div_((block @ self._colsum(grid))[:, None])
+        if grid in self._levels:
+            self._levels[grid].add_(block)
+        else:
+            self._levels[grid] = block
+
+    def _expand_level(self, level: torch.Tensor, grid: Grid, weight: float) -> None:
+        up = F.interpolate(level.reshape(-1, 1, *grid), size=self.out_grid, mode="bilinear",
+                           align_corners=False).reshape(level.shape[0], self.n)     # [n_b, N]
+        (h, w), (H, W) = grid, self.out_grid
+        if H % h == 0 and W % w == 0:   # nearest query (i, j) -> (i // fh, j // fw): a broadcast view
+            self.cur.view(h, H // h, w, W // w, self.n).add_(up.view(h, 1, w, 1, self.n), alpha=weight)
+            return
         if grid not in self._qidx:
             self._qidx[grid] = _query_index(grid, self.out_grid, torch.arange(self.n, device=self.device))
         qi = self._qidx[grid]
@@ -190,7 +238,27 @@ class SAAccumulator:
         """The step's aggregated map (every declared block must have been added)."""
         if self._added != len(self.grids):
             raise RuntimeError(f"{self._added} of {len(self.grids)} blocks were added this step")
+        for grid, level in self._levels.items():
+            self._expand_level(level, grid, 1.0 / len(self.grids))
+        self._levels.clear()
         return self.cur
+
+
+#: a chunk's image-key mass under the text-inclusive stabiliser below which the plain softmax is used
+_MIN_MASS = 1e-20
+
+
+def _softmax_from_lse(lg: torch.Tensor, image_only: bool) -> bool:
+    """``lg = s*q.k - lse`` in place -> the softmax over its keys. False (``lg`` unusable, recompute)
+    when the keys' mass under a text-inclusive ``lse`` underflows."""
+    lg.exp_()
+    if image_only:
+        return True
+    mass = lg.sum(-1, keepdim=True)
+    if lg.device.type == "cpu" and not bool((mass > _MIN_MASS).all()):
+        return False
+    lg.div_(mass)
+    return True
 
 
 def abdiv_from_map(sa: torch.Tensor, grid: Grid, divergence: str = "kl", eps: float = DEFAULT_EPS,

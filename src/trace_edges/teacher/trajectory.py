@@ -105,8 +105,9 @@ def run_teacher(backbone: Any, rgb: np.ndarray, params: Mapping[str, Any], *,
     prev = None
     x = x0
     t0 = time.perf_counter()
+    # lse: the forward's own row log-sum-exp normalises the accumulated softmax (CPU; sa_map.py)
     with torch.no_grad(), capture_qk(backbone, sites, callback=None if acc is None else acc.add,
-                                     store=store) as cap:
+                                     store=store, lse=acc is not None) as cap:
         for k, t in enumerate(steps):
             if trajectory == "noise":
                 x = x0 if t == 0 else backbone.add_noise(x0, noise, t)
