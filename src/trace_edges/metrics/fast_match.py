@@ -23,7 +23,7 @@ GT boundary pixels one-to-one by a minimum-cost perfect matching (CSA) of this b
   always exists.
 
 pyEdgeEval seeds ``Random::rand`` from the time of day when it is loaded; ``trace_edges`` reseeds
-it with ``MATCHER_SEED`` before every call (``metrics.edges.correspond_pixels``), so the graph is a
+it with ``MATCHER_SEED`` before every call (``metrics.bsds_matcher.correspond_pixels``), so the graph is a
 function of ``(n1, n2)`` alone. The outlier structure couples the whole image: a pixel left
 unmatched must take one of its 6 random outlier nodes, anywhere in the image, and the outlier
 nodes left over must pair up through the random outlier-outlier links. The problem therefore does
@@ -144,7 +144,7 @@ def bsds_matched_count(pi: np.ndarray, gj: np.ndarray, n1: int, n2: int) -> int:
 def outlier_edges(n1: int, n2: int) -> tuple[np.ndarray, np.ndarray]:
     """matchEdgeMaps' outlier edges (left node, right node), drawn as it draws them: its own
     ``kOfN`` on its RNG reseeded with ``MATCHER_SEED``."""
-    from trace_edges.metrics.edges import matcher_kofn, reseed_matcher
+    from trace_edges.metrics.bsds_matcher import matcher_kofn, reseed_matcher
 
     kofn = matcher_kofn()
     if kofn is None:
