@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import pytest
 import yaml
@@ -21,6 +23,18 @@ def test_atomic_path_failure_leaves_old_file_and_no_temp(tmp_path):
             raise RuntimeError("killed mid-write")
     assert json.loads(target.read_text()) == {"v": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_atomic_write_gets_the_mode_a_plain_write_gets(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        write_json(tmp_path / "atomic.json", {"v": 1})  # mkstemp alone would leave 0600
+        (tmp_path / "plain.json").write_text("{}")
+    finally:
+        os.umask(old)
+    mode = lambda name: stat.S_IMODE((tmp_path / name).stat().st_mode)  # noqa: E731
+    assert mode("atomic.json") == mode("plain.json") == 0o666 & ~umask
 
 
 def test_read_json_errors_name_the_file(tmp_path):

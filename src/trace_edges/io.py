@@ -20,6 +20,13 @@ import numpy as np
 from trace_edges.errors import DataError
 
 
+def _file_mode() -> int:
+    """The mode ``open(path, "w")`` gives a new file: 0666 minus the process umask."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
@@ -40,6 +47,7 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp_path, _file_mode())  # mkstemp makes 0600; a plain open() would honour umask
         os.replace(tmp_path, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
