@@ -6,7 +6,9 @@ this module only changes *how often* each block's attention is evaluated and wha
 * ``materialised`` (the aggregated map ``N x N x 4 B`` fits ``teacher.map_budget_mb``):
   :class:`SAAccumulator` adds every block into the step's map **while the denoiser runs** (the
   capture callback; the block's Q/K are dropped right after), one query-row chunk at a time with
-  the heads summed in a ``chunk x N`` buffer, so each block's attention is evaluated exactly once.
+  the heads summed in a ``chunk x N`` buffer, so each block's attention is evaluated exactly once
+  (normalised by the forward's own log-sum-exp where the capture hands it over: no max / sum
+  passes; lower-resolution blocks summed per grid at their own resolution, expanded once per step).
   ABDiv and the IEP point are read from the map, and the map (not Q/K) is kept for the next step's
   IEP. Peak extra memory: two maps (previous + current) + one block's working set (``work_mb`` + a
   ``rows x N`` head sum;
