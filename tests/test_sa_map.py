@@ -9,7 +9,7 @@ import torch
 
 from trace_edges.teacher.divergence import abdiv, aggregate_attention, iep
 from trace_edges.teacher.sa_map import (SAAccumulator, abdiv_from_map, choose_map_mode, chunked_step,
-                                        iep_point_from_maps, map_bytes)
+                                        iep_point_from_maps, map_bytes, step_from_maps)
 
 GRIDS = [(8, 8), (4, 4), (8, 8), (2, 2), (3, 5)]  # multi-scale, one grid that divides nothing
 OUT = (8, 8)
@@ -66,13 +66,16 @@ def test_both_modes_equal_the_definitions(divergence, neighbourhood):
         mat = abdiv_from_map(sa, OUT, divergence, neighbourhood=neighbourhood, chunk=20)
         chk, point = chunked_step(qs, ks, GRIDS, OUT, prev, divergence=divergence, neighbourhood=neighbourhood,
                                   chunk=30)
+        one, one_point = step_from_maps(sa, OUT, acc.prev, divergence, neighbourhood=neighbourhood, chunk=20)
         assert torch.allclose(mat, ref_abdiv, atol=1e-9)
         assert torch.allclose(chk, ref_abdiv, atol=1e-9)
+        assert torch.allclose(one, ref_abdiv, atol=1e-9)
         if prev is None:
-            assert point is None
+            assert point is None and one_point is None
         else:
             assert point == pytest.approx(ref_curve[t], abs=1e-9)
             assert iep_point_from_maps(acc.prev, sa, divergence, chunk=9) == pytest.approx(ref_curve[t], abs=1e-9)
+            assert one_point == pytest.approx(ref_curve[t], abs=1e-9)
         prev = (qs, ks)
 
 

@@ -6,7 +6,9 @@ this module only changes *how often* each block's attention is evaluated and wha
 * ``materialised`` (the aggregated map ``N x N x 4 B`` fits ``teacher.map_budget_mb``):
   :class:`SAAccumulator` adds every block into the step's map **while the denoiser runs** (the
   capture callback; the block's Q/K are dropped right after), one query-row chunk at a time with
-  the heads summed in a ``chunk x N`` buffer, so each block's attention is evaluated exactly once.
+  the heads summed in a ``chunk x N`` buffer, so each block's attention is evaluated exactly once
+  (normalised by the forward's own log-sum-exp where the capture hands it over: no max / sum
+  passes; lower-resolution blocks summed per grid at their own resolution, expanded once per step).
   ABDiv and the IEP point are read from the map, and the map (not Q/K) is kept for the next step's
   IEP. Peak extra memory: two maps (previous + current) + one block's working set (``work_mb`` + a
   ``rows x N`` head sum;
@@ -289,6 +291,46 @@ def iep_point_from_maps(prev: torch.Tensor, cur: torch.Tensor, divergence: str =
     return float(total / n)
 
 
+def step_from_maps(cur: torch.Tensor, grid: Grid, prev: torch.Tensor | None = None, divergence: str = "kl",
+                   eps: float = DEFAULT_EPS, neighbourhood: int = 4,
+                   chunk: int = 1024) -> tuple[torch.Tensor, float | None]:
+    """ABDiv of ``cur`` and (with ``prev``) the IEP point D(prev ‖ cur): :func:`abdiv_from_map` and
+    :func:`iep_point_from_maps` in one walk over bands of rows. For KL each row's ``log(p + eps)``
+    is taken once (the definitions take it in every pair it appears in: 8 logs of the map per step
+    with 4 neighbours, 1 here, + 1 of ``prev``); the sums are the definition's, difference first."""
+    if divergence != "kl":
+        return (abdiv_from_map(cur, grid, divergence, eps, neighbourhood, chunk),
+                None if prev is None else iep_point_from_maps(prev, cur, divergence, eps, chunk))
+    H, W = grid
+    dev = cur.device
+    out = torch.zeros(H * W, dtype=cur.dtype, device=dev)
+    total = torch.zeros((), dtype=torch.float64, device=dev)
+    band = max(1, chunk // W)
+    pairs = _pairs(neighbourhood)
+    for r0 in range(0, H, band):
+        r1 = min(H, r0 + band)
+        lo, hi = max(0, r0 - 1), min(H, r1 + 1)                   # band + one-row halo
+        p = cur[lo * W:hi * W]
+        logp = torch.log(p + eps)
+        rows = torch.arange(r0, r1, device=dev)
+        acc = out[r0 * W:r1 * W]
+        for a, b in pairs:
+            ia = _shift_index(H, W, *a, rows, dev) - lo * W
+            ib = _shift_index(H, W, *b, rows, dev) - lo * W
+            d = logp[ia].sub_(logp[ib])                            # log(p_a + eps) - log(p_b + eps)
+            acc += _rowdot(p[ia], d)
+        if prev is not None:
+            pp = prev[r0 * W:r1 * W]
+            d = torch.log(pp + eps).sub_(logp[(r0 - lo) * W:(r1 - lo) * W])
+            total += _rowdot(pp, d).sum().double()
+    return out.reshape(H, W), (None if prev is None else float(total / (H * W)))
+
+
+def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise dot products ``(a * b).sum(-1)`` without the product's temporary."""
+    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
+
+
 # ---------------------------------------------------------------------------------------------
 # chunked: bands of rows, one head at a time
 # ---------------------------------------------------------------------------------------------
@@ -325,5 +367,5 @@ def chunked_step(qs: Sequence[torch.Tensor], ks: Sequence[torch.Tensor], grids: 
     return out, (float(total / N) if prev is not None else None)
 
 
-__all__ = ["ACC_ROWS", "WORK_MB", "MAP_MODES", "SA_KERNELS", "SAAccumulator", "resolve_kernel", "abdiv_from_map",
-           "choose_map_mode", "chunked_step", "iep_point_from_maps", "map_bytes"]
+__all__ = ["ACC_ROWS", "WORK_MB", "MAP_MODES", "SA_KERNELS", "SAAccumulator", "abdiv_from_map", "choose_map_mode",
+           "chunked_step", "iep_point_from_maps", "map_bytes", "resolve_kernel", "step_from_maps"]

@@ -31,8 +31,7 @@ import torch
 
 from trace_edges.teacher.capture import capture_qk
 from trace_edges.teacher.divergence import abdiv_from_qk, iep_divergence_from_qk, iep_step
-from trace_edges.teacher.sa_map import (ACC_ROWS, WORK_MB, SAAccumulator, abdiv_from_map, choose_map_mode, chunked_step,
-                                        iep_point_from_maps)
+from trace_edges.teacher.sa_map import ACC_ROWS, WORK_MB, SAAccumulator, choose_map_mode, chunked_step, step_from_maps
 from trace_edges.teacher.labels import normalize_unit
 
 log = logging.getLogger(__name__)
@@ -120,9 +119,9 @@ def run_teacher(backbone: Any, rgb: np.ndarray, params: Mapping[str, Any], *,
             scales = [c.scale for c in captured]
             if acc is not None:
                 sa = acc.end()
-                abd = abdiv_from_map(sa, out_grid, neighbourhood=params["neighbourhood"], **kw)
-                if acc.prev is not None:
-                    curve[t] = iep_point_from_maps(acc.prev, sa, **kw)
+                abd, point = step_from_maps(sa, out_grid, acc.prev, neighbourhood=params["neighbourhood"], **kw)
+                if point is not None:
+                    curve[t] = point
             elif mode == "exact":
                 abd, point = chunked_step(qs, ks, grids, out_grid, prev, neighbourhood=params["neighbourhood"],
                                           scales=scales, **kw)
